@@ -1,0 +1,115 @@
+//! Spin's `runtime-config.toml` as far as this host honours it: variables providers
+//! (`env`, `static`), `state_dir`, `log_dir`, `max_instance_memory` and
+//! `[outbound_http]`. Unknown keys are rejected with the file, key and line.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::manifest::ErrorSite;
+use crate::outbound::OutboundConfig;
+use crate::variables::Provider;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    #[serde(default, alias = "config_provider")]
+    pub variables_provider: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub log_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub max_instance_memory: Option<usize>,
+    #[serde(default)]
+    pub outbound_http: Option<OutboundHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    Env {
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        dotenv_path: Option<PathBuf>,
+    },
+    Static {
+        #[serde(default)]
+        values: HashMap<String, String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundHttp {
+    #[serde(default)]
+    pub connection_pooling: Option<bool>,
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+}
+
+impl RuntimeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read runtime config {}: {e}", path.display()))?;
+        Ok(Self::parse(path, &text)?)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, crate::manifest::ConfigError> {
+        ErrorSite::new(path, text).deserialize(text)
+    }
+
+    /// The configured providers, in file order; relative dotenv paths are taken from
+    /// the config file's folder.
+    pub fn providers(&self, base: &Path) -> anyhow::Result<Vec<Provider>> {
+        self.variables_provider
+            .iter()
+            .map(|p| match p {
+                ProviderConfig::Env {
+                    prefix,
+                    dotenv_path,
+                } => {
+                    let dotenv = dotenv_path.as_ref().map(|d| base.join(d));
+                    Provider::env(prefix.as_deref(), dotenv.as_deref())
+                }
+                ProviderConfig::Static { values } => Ok(Provider::Static(values.clone())),
+            })
+            .collect()
+    }
+
+    pub fn outbound(&self) -> OutboundConfig {
+        let mut c = OutboundConfig::default();
+        if let Some(o) = &self.outbound_http {
+            if let Some(p) = o.connection_pooling {
+                c.connection_pooling = p;
+            }
+            c.max_concurrent_requests = o.max_concurrent_requests;
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_providers_and_rejects_unknown_keys() {
+        let p = Path::new("rc.toml");
+        let rc = RuntimeConfig::parse(p, "[[variables_provider]]\ntype = \"static\"\nvalues = { a = \"1\" }\n\n[[variables_provider]]\ntype = \"env\"\nprefix = \"X\"\n").unwrap();
+        assert_eq!(rc.variables_provider.len(), 2);
+        let rc = RuntimeConfig::parse(p, "[[config_provider]]\ntype = \"env\"\n").unwrap();
+        assert_eq!(rc.variables_provider.len(), 1);
+        let e = RuntimeConfig::parse(
+            p,
+            "\n[outbound_http]\nconnection_pooling = true\nbogus = 1\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line(), Some(4), "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = RuntimeConfig::parse(p, "[[variables_provider]]\ntype = \"vault\"\n").unwrap_err();
+        assert!(e.to_string().contains("vault"), "{e}");
+    }
+}

@@ -1,0 +1,136 @@
+//! `up`: loads the manifest and runtime config, optionally builds, resolves variables,
+//! starts the HTTP trigger on the listen address and serves until SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::engine::EngineOptions;
+use crate::manifest;
+use crate::runtime_config::RuntimeConfig;
+use crate::trigger_http::{self, HttpRuntime, RuntimeOptions};
+use crate::variables::{Provider, Resolver};
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub from: PathBuf,
+    pub build: bool,
+    pub listen: SocketAddr,
+    pub runtime_config_file: Option<PathBuf>,
+    pub variables: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+    pub max_instance_memory: Option<usize>,
+    pub request_timeout: Option<Duration>,
+    pub disable_pooling: bool,
+    pub cache_dir: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Everything needed to serve, prepared but not yet listening.
+pub struct Prepared {
+    pub runtime: Arc<HttpRuntime>,
+    pub listener: tokio::net::TcpListener,
+}
+
+pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
+    let manifest_path = manifest::resolve_manifest_path(&o.from);
+    let app = manifest::load(&manifest_path)?;
+    if o.build {
+        crate::build_cmd::build(&app, &[], o.quiet)?;
+    }
+    let rc = match &o.runtime_config_file {
+        Some(p) => RuntimeConfig::load(p)?,
+        None => RuntimeConfig::default(),
+    };
+    let rc_base = o
+        .runtime_config_file
+        .as_ref()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .unwrap_or_default();
+    // Priority: --variable, then runtime-config providers, then SPIN_VARIABLE_* / ./.env.
+    let mut providers = vec![Provider::Static(
+        o.variables.iter().cloned().collect::<HashMap<_, _>>(),
+    )];
+    providers.extend(rc.providers(&rc_base)?);
+    providers.push(Provider::env(None, None)?);
+    let resolver = Resolver::new(app.variables.clone(), providers);
+    for (k, _) in &o.variables {
+        if !app.variables.contains_key(k) {
+            tracing::warn!("--variable {k}: the manifest declares no such variable; it is ignored");
+        }
+    }
+    let opts = RuntimeOptions {
+        engine: EngineOptions {
+            pooling: !o.disable_pooling,
+            ..EngineOptions::default()
+        },
+        cache_dir: o
+            .cache_dir
+            .clone()
+            .or_else(crate::engine::default_cache_dir),
+        request_timeout: o.request_timeout,
+        max_instance_memory: o.max_instance_memory.or(rc.max_instance_memory),
+        env: o.env.clone(),
+        outbound: rc.outbound(),
+    };
+    let runtime = tokio::task::block_in_place(|| HttpRuntime::new(app, &resolver, opts))?;
+    let listener = tokio::net::TcpListener::bind(o.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another server using it? pick another with --listen",
+                o.listen
+            )
+        })?;
+    Ok(Prepared {
+        runtime: Arc::new(runtime),
+        listener,
+    })
+}
+
+pub async fn run(o: UpOptions) -> anyhow::Result<()> {
+    let p = prepare(&o).await?;
+    let addr = p.listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    println!("Serving {base_url}");
+    if !o.quiet {
+        println!("Available Routes:");
+        for line in p.runtime.route_listing(&base_url) {
+            println!("{line}");
+        }
+    }
+    tracing::info!("Serving {base_url}");
+    trigger_http::serve(
+        p.runtime,
+        p.listener,
+        shutdown_signal(),
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
