@@ -133,7 +133,7 @@ pub fn load_component(
         // compatibility hash (it is in the name), into our own cache folder.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(c) => {
-                tracing::debug!(path = %cached.display(), "compiled component loaded from cache");
+                tracing::debug!(path = %cached.display(), "component loaded from the compiled-code cache");
                 return Ok(c);
             }
             Err(e) => {
@@ -156,7 +156,7 @@ fn compile(engine: &Engine, bytes: &[u8], wasm: &Path) -> anyhow::Result<Compone
     let c = Component::from_binary(engine, bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{} is not a valid WebAssembly component", wasm.display()))?;
-    tracing::info!(path = %wasm.display(), elapsed_ms = start.elapsed().as_millis() as u64, "compiled component");
+    tracing::info!(path = %wasm.display(), elapsed_ms = start.elapsed().as_millis() as u64, "component compiled");
     Ok(c)
 }
 
