@@ -3,6 +3,7 @@
 //! line; everything it runs lives in these modules.
 
 pub mod build_cmd;
+pub mod dapr;
 pub mod engine;
 pub mod manifest;
 pub mod outbound;

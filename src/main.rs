@@ -20,6 +20,36 @@ enum Command {
     Up(UpArgs),
     /// Run each component's `[component.<id>.build] command`, like `spin build`.
     Build(BuildArgs),
+    /// Run only the Dapr-compatible sidecar, like `daprd`, for an app served elsewhere.
+    Sidecar(SidecarArgs),
+}
+
+#[derive(clap::Args)]
+struct SidecarArgs {
+    /// The app id (source of published events, state key prefix).
+    #[arg(long = "app-id")]
+    app_id: String,
+    /// The app's HTTP port; subscriptions are read from it (GET /dapr/subscribe).
+    #[arg(long = "app-port")]
+    app_port: Option<u16>,
+    /// The app's protocol: only http is supported.
+    #[arg(long = "app-protocol", default_value = "http", value_parser = ["http"])]
+    app_protocol: String,
+    /// The host the app listens on.
+    #[arg(long = "app-channel-address", default_value = "127.0.0.1")]
+    app_channel_address: String,
+    /// The port of the Dapr HTTP API.
+    #[arg(long = "dapr-http-port", default_value_t = 3500)]
+    dapr_http_port: u16,
+    /// A folder (or file) of Component, Subscription and Resiliency YAML. Repeatable.
+    #[arg(long = "resources-path")]
+    resources_path: Vec<PathBuf>,
+    /// Require this token in `dapr-api-token` on every API call but health.
+    #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true)]
+    dapr_api_token: Option<String>,
+    /// Send this token as `dapr-api-token` on every call to the app.
+    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true)]
+    app_api_token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -57,6 +87,25 @@ struct UpArgs {
     /// Print only the listen address and errors.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Do not start the embedded Dapr sidecar (use an external daprd instead).
+    #[arg(long = "no-sidecar")]
+    no_sidecar: bool,
+    /// Port of the embedded sidecar's Dapr HTTP API.
+    #[arg(long = "dapr-http-port", default_value_t = 3500)]
+    dapr_http_port: u16,
+    /// Dapr resources (Component, Subscription, Resiliency YAML) for the sidecar. Repeatable.
+    /// Without one, an in-memory `pubsub` and `statestore` are provided.
+    #[arg(long = "resources-path")]
+    resources_path: Vec<PathBuf>,
+    /// The Dapr app id (default: the manifest's application name).
+    #[arg(long = "app-id")]
+    app_id: Option<String>,
+    /// Require this token in `dapr-api-token` on every sidecar API call but health.
+    #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true)]
+    dapr_api_token: Option<String>,
+    /// The sidecar sends this token as `dapr-api-token` on every call to the app.
+    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true)]
+    app_api_token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -114,11 +163,34 @@ fn main() -> anyhow::Result<()> {
                 disable_pooling: a.disable_pooling,
                 cache_dir: a.cache_dir,
                 quiet: a.quiet,
+                sidecar: (!a.no_sidecar).then_some(up::SidecarOptions {
+                    app_id: a.app_id,
+                    http_port: a.dapr_http_port,
+                    resources_paths: a.resources_path,
+                    api_token: a.dapr_api_token,
+                    app_api_token: a.app_api_token,
+                }),
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
                 .block_on(up::run(opts))
+        }
+        Command::Sidecar(a) => {
+            init_logging(false);
+            let _ = a.app_protocol;
+            let cfg = spindapr::dapr::SidecarConfig {
+                app_id: a.app_id,
+                app_port: a.app_port,
+                app_host: a.app_channel_address,
+                resources_paths: a.resources_path,
+                api_token: a.dapr_api_token,
+                app_api_token: a.app_api_token,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(up::run_sidecar(cfg, a.dapr_http_port))
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::dapr::{Sidecar, SidecarConfig};
 use crate::engine::EngineOptions;
 use crate::manifest;
 use crate::runtime_config::RuntimeConfig;
@@ -28,6 +29,18 @@ pub struct UpOptions {
     pub disable_pooling: bool,
     pub cache_dir: Option<PathBuf>,
     pub quiet: bool,
+    /// The embedded sidecar; `None` with `--no-sidecar` (an external daprd).
+    pub sidecar: Option<SidecarOptions>,
+}
+
+/// How `up` runs the embedded Dapr sidecar.
+#[derive(Debug, Clone)]
+pub struct SidecarOptions {
+    pub app_id: Option<String>,
+    pub http_port: u16,
+    pub resources_paths: Vec<PathBuf>,
+    pub api_token: Option<String>,
+    pub app_api_token: Option<String>,
 }
 
 /// Everything needed to serve, prepared but not yet listening.
@@ -96,6 +109,29 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     let p = prepare(&o).await?;
     let addr = p.listener.local_addr()?;
     let base_url = format!("http://{addr}");
+    // The sidecar binds before the app serves, so components can reach it at once.
+    let sidecar = match &o.sidecar {
+        Some(s) => {
+            let cfg = SidecarConfig {
+                app_id: s
+                    .app_id
+                    .clone()
+                    .unwrap_or_else(|| p.runtime.app().name.clone()),
+                app_port: Some(addr.port()),
+                app_host: app_host(addr),
+                resources_paths: s.resources_paths.clone(),
+                api_token: s.api_token.clone(),
+                app_api_token: s.app_api_token.clone(),
+            };
+            let sidecar = Sidecar::new(cfg)?;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", s.http_port))
+                .await
+                .with_context(|| format!("the Dapr sidecar cannot listen on 127.0.0.1:{}: pick another with --dapr-http-port, or --no-sidecar to use an external daprd", s.http_port))?;
+            println!("Dapr sidecar http://{}", listener.local_addr()?);
+            Some((sidecar, listener))
+        }
+        None => None,
+    };
     println!("Serving {base_url}");
     if !o.quiet {
         println!("Available Routes:");
@@ -104,13 +140,60 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!("Serving {base_url}");
-    trigger_http::serve(
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((sidecar, listener)) = sidecar {
+        let subs = sidecar.clone();
+        tasks.spawn(async move {
+            if let Err(e) = subs.start_subscriptions().await {
+                tracing::error!("the sidecar could not set up subscriptions: {e:#}");
+            }
+            Ok(())
+        });
+        tasks.spawn(sidecar.serve(listener, stopped(stop_rx.clone())));
+    }
+    tasks.spawn(trigger_http::serve(
         p.runtime,
         p.listener,
-        shutdown_signal(),
+        stopped(stop_rx.clone()),
         Duration::from_secs(10),
-    )
-    .await
+    ));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// The address the sidecar calls the app on: loopback when the app listens on all interfaces.
+fn app_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        "127.0.0.1".into()
+    } else {
+        addr.ip().to_string()
+    }
+}
+
+/// `sidecar`: the sidecar alone, like `daprd`, for an app running elsewhere.
+pub async fn run_sidecar(cfg: SidecarConfig, http_port: u16) -> anyhow::Result<()> {
+    let sidecar = Sidecar::new(cfg)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
+        .await
+        .with_context(|| {
+            format!("cannot listen on 127.0.0.1:{http_port}: pick another with --dapr-http-port")
+        })?;
+    println!("Dapr sidecar http://{}", listener.local_addr()?);
+    let subs = sidecar.clone();
+    tokio::spawn(async move {
+        if let Err(e) = subs.start_subscriptions().await {
+            tracing::error!("the sidecar could not set up subscriptions: {e:#}");
+        }
+    });
+    sidecar.serve(listener, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

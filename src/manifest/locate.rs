@@ -81,7 +81,7 @@ impl<'a> Locator<'a> {
                     let Some(DeValue::Array(a)) = value else {
                         break;
                     };
-                    let Some(item) = a.iter().nth(*i) else { break };
+                    let Some(item) = a.get(*i) else { break };
                     best = Some(item.span());
                     value = Some(item.get_ref());
                 }

@@ -65,14 +65,14 @@ impl<'a> ErrorSite<'a> {
         &self,
         text: &str,
     ) -> Result<T, ConfigError> {
-        let de = toml::de::Deserializer::parse(text).map_err(|e| self.from_toml(&[], &e))?;
+        let de = toml::de::Deserializer::parse(text).map_err(|e| self.toml_error(&[], &e))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = from_serde_path(e.path());
-            self.from_toml(&path, e.inner())
+            self.toml_error(&path, e.inner())
         })
     }
 
-    fn from_toml(&self, path: &[Seg], e: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, path: &[Seg], e: &toml::de::Error) -> ConfigError {
         let mut err = self.error(path, e.message().trim().to_string(), None);
         if let Some(span) = e.span() {
             err.position = Some(locate::line_col(self.text(), span.start));
@@ -152,7 +152,7 @@ pub fn load(path: &Path) -> anyhow::Result<App> {
 pub fn parse(path: &Path, text: &str) -> Result<App, ConfigError> {
     let site = ErrorSite::new(path, text);
     // Check the version first: a v1 manifest fails the v2 schema in confusing ways.
-    let probe: toml::Table = toml::from_str(text).map_err(|e| site.from_toml(&[], &e))?;
+    let probe: toml::Table = toml::from_str(text).map_err(|e| site.toml_error(&[], &e))?;
     match probe.get("spin_manifest_version") {
         Some(toml::Value::Integer(2)) => {}
         Some(other) => {

@@ -1,0 +1,38 @@
+//! The pub/sub component contract: publish bytes to a topic, subscribe a handler to a
+//! topic. The API layer and delivery never know which broker is behind it.
+
+pub mod in_memory;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+/// A message as it crosses the broker: the envelope bytes and publish metadata.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub data: Bytes,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Called for each message; an error means "not processed" (the broker decides what
+/// that means: in-memory logs it and moves on).
+pub type Handler = Arc<dyn Fn(Message) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+#[async_trait::async_trait]
+pub trait PubSub: Send + Sync {
+    async fn publish(&self, msg: Message) -> anyhow::Result<()>;
+    async fn subscribe(&self, topic: &str, handler: Handler) -> anyhow::Result<()>;
+    /// Stops delivering; pending work is abandoned.
+    async fn close(&self) {}
+}
+
+/// Builds the pub/sub for a component.
+pub fn from_component(c: &crate::dapr::resources::Component) -> anyhow::Result<Arc<dyn PubSub>> {
+    match c.type_.as_str() {
+        "pubsub.in-memory" => Ok(Arc::new(in_memory::InMemoryPubSub::default())),
+        other => anyhow::bail!("component {}: unsupported pub/sub type {other}", c.name),
+    }
+}

@@ -1,0 +1,702 @@
+//! Dapr resources as daprd loads them from `--resources-path`: `Component`
+//! (dapr.io/v1alpha1), `Subscription` (v1alpha1 and v2alpha1) and `Resiliency`, from
+//! every `.yaml`/`.yml` file (multi-document), with `scopes` honoured and metadata
+//! values taken from `value`, `secretKeyRef` (the environment secret store) or `envRef`.
+//! Bad YAML or an unknown field stops the start with the file, line and field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}{}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), field.as_ref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
+pub struct ResourceError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ComponentDoc {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    metadata: ObjectMeta,
+    spec: ComponentSpec,
+    #[serde(default)]
+    auth: Option<ComponentAuth>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ComponentAuth {
+    #[serde(default)]
+    secret_store: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ComponentSpec {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub version: String,
+    #[serde(default)]
+    pub ignore_errors: bool,
+    #[serde(default)]
+    pub init_timeout: Option<String>,
+    #[serde(default)]
+    pub metadata: Vec<MetadataItem>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetadataItem {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<serde_norway::Value>,
+    #[serde(default)]
+    pub secret_key_ref: Option<SecretKeyRef>,
+    #[serde(default)]
+    pub env_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// A loaded component: its metadata values resolved to strings.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub type_: String,
+    pub version: String,
+    pub metadata: BTreeMap<String, String>,
+    pub file: PathBuf,
+}
+
+impl Component {
+    pub fn kind(&self) -> &str {
+        self.type_.split('.').next().unwrap_or("")
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        // Dapr matches metadata keys case-insensitively.
+        self.metadata
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SubscriptionDoc {
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    metadata: ObjectMeta,
+    spec: SubscriptionSpec,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SubscriptionSpec {
+    pubsubname: String,
+    topic: String,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    routes: Option<RoutesSpec>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    dead_letter_topic: Option<String>,
+    #[serde(default)]
+    bulk_subscribe: Option<serde_norway::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesSpec {
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(rename = "match", default)]
+    pub match_: String,
+    pub path: String,
+}
+
+/// A declarative or programmatic subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub pubsub: String,
+    pub topic: String,
+    pub rules: Vec<Rule>,
+    pub default_path: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub dead_letter_topic: Option<String>,
+    pub declarative: bool,
+}
+
+impl Subscription {
+    /// v1 `route` and v2 `routes` folded into rules + a default, as daprd does.
+    pub fn new(
+        pubsub: String,
+        topic: String,
+        route: Option<String>,
+        routes: Option<RoutesSpec>,
+        metadata: BTreeMap<String, String>,
+        dlq: Option<String>,
+        declarative: bool,
+    ) -> Self {
+        let routes = routes.unwrap_or_default();
+        let default_path = routes
+            .default
+            .filter(|d| !d.is_empty())
+            .or(route.filter(|r| !r.is_empty()));
+        Self {
+            pubsub,
+            topic,
+            rules: routes.rules,
+            default_path,
+            metadata,
+            dead_letter_topic: dlq.filter(|d| !d.is_empty()),
+            declarative,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ResiliencyDoc {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[allow(dead_code)]
+    metadata: ObjectMeta,
+    spec: ResiliencySpec,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResiliencySpec {
+    #[serde(default)]
+    pub policies: Policies,
+    #[serde(default)]
+    pub targets: Targets,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policies {
+    #[serde(default)]
+    pub timeouts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub retries: BTreeMap<String, RetrySpec>,
+    #[serde(default)]
+    pub circuit_breakers: BTreeMap<String, serde_norway::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetrySpec {
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub max_interval: Option<String>,
+    #[serde(default)]
+    pub max_retries: Option<i64>,
+    #[serde(default)]
+    pub matching: Option<serde_norway::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Targets {
+    #[serde(default)]
+    pub apps: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    pub actors: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentTargets>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ComponentTargets {
+    #[serde(default)]
+    pub inbound: Option<TargetPolicies>,
+    #[serde(default)]
+    pub outbound: Option<TargetPolicies>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TargetPolicies {
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub retry: Option<String>,
+    #[serde(default)]
+    pub circuit_breaker: Option<String>,
+}
+
+/// A retry policy in force.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backoff {
+    Constant(Duration),
+    Exponential {
+        initial: Duration,
+        max_interval: Duration,
+        multiplier: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub backoff: Backoff,
+    /// -1: retry forever.
+    pub max_retries: i64,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `n` (0-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        match &self.backoff {
+            Backoff::Constant(d) => *d,
+            Backoff::Exponential {
+                initial,
+                max_interval,
+                multiplier,
+            } => {
+                let d = initial.as_secs_f64() * multiplier.powi(n as i32);
+                Duration::from_secs_f64(d.min(max_interval.as_secs_f64()))
+            }
+        }
+    }
+}
+
+/// Everything loaded from the resources paths.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub components: Vec<Component>,
+    pub subscriptions: Vec<Subscription>,
+    pub resiliency: Vec<ResiliencySpec>,
+}
+
+/// Go duration strings: "5s", "500ms", "1m30s", "1h".
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+impl Resources {
+    /// The inbound retry policy for a component (pub/sub delivery), as daprd picks it:
+    /// the component's `inbound.retry`, else the built-in default policy names.
+    pub fn inbound_retry(&self, component: &str) -> Option<RetryPolicy> {
+        for spec in &self.resiliency {
+            let named = spec
+                .targets
+                .components
+                .get(component)
+                .and_then(|t| t.inbound.as_ref())
+                .and_then(|i| i.retry.as_ref());
+            if let Some(name) = named
+                && let Some(r) = spec.policies.retries.get(name)
+            {
+                return retry_policy(r).ok();
+            }
+        }
+        for name in [
+            "DefaultPubsubComponentInboundRetryPolicy",
+            "DefaultComponentInboundRetryPolicy",
+            "DefaultComponentRetryPolicy",
+            "DefaultRetryPolicy",
+        ] {
+            for spec in &self.resiliency {
+                if let Some(r) = spec.policies.retries.get(name) {
+                    return retry_policy(r).ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// The outbound timeout for a component, if a policy sets one.
+    pub fn outbound_timeout(&self, component: &str) -> Option<Duration> {
+        self.resiliency.iter().find_map(|spec| {
+            let name = spec
+                .targets
+                .components
+                .get(component)?
+                .outbound
+                .as_ref()?
+                .timeout
+                .as_ref()?;
+            let value = spec
+                .policies
+                .timeouts
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or(name);
+            parse_go_duration(value).ok()
+        })
+    }
+}
+
+fn retry_policy(r: &RetrySpec) -> Result<RetryPolicy, String> {
+    let max_retries = r.max_retries.unwrap_or(-1);
+    let backoff = match r.policy.as_deref().unwrap_or("constant") {
+        "constant" => Backoff::Constant(
+            r.duration
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()?
+                .unwrap_or(Duration::from_secs(5)),
+        ),
+        "exponential" => Backoff::Exponential {
+            initial: r
+                .duration
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()?
+                .unwrap_or(Duration::from_millis(500)),
+            max_interval: r
+                .max_interval
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()?
+                .unwrap_or(Duration::from_secs(60)),
+            multiplier: 1.5,
+        },
+        other => {
+            return Err(format!(
+                "unknown retry policy {other:?}: use constant or exponential"
+            ));
+        }
+    };
+    Ok(RetryPolicy {
+        backoff,
+        max_retries,
+    })
+}
+
+/// Component types the sidecar can run.
+pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "state.in-memory"];
+
+/// Loads every resource under `paths` for `app_id`.
+pub fn load(paths: &[PathBuf], app_id: &str) -> Result<Resources, ResourceError> {
+    let mut out = Resources::default();
+    for dir in paths {
+        let mut files: Vec<PathBuf> = if dir.is_file() {
+            vec![dir.clone()]
+        } else {
+            std::fs::read_dir(dir)
+                .map_err(|e| ResourceError {
+                    file: dir.clone(),
+                    line: None,
+                    field: None,
+                    message: format!("cannot read the resources path: {e}"),
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect()
+        };
+        files.sort();
+        for file in files {
+            load_file(&file, app_id, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), ResourceError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ResourceError {
+        file: file.into(),
+        line: None,
+        field: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    let err = |line: Option<usize>, field: Option<String>, message: String| ResourceError {
+        file: file.into(),
+        line,
+        field,
+        message,
+    };
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let value = serde_norway::Value::deserialize(doc).map_err(|e| {
+            err(
+                e.location().map(|l| l.line()),
+                None,
+                format!("invalid YAML: {e}"),
+            )
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        let api = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        if !api.starts_with("dapr.io/") {
+            // daprd skips non-Dapr documents in a resources folder.
+            tracing::debug!(file = %file.display(), "skipping a document that is not a Dapr resource");
+            continue;
+        }
+        let line_of = |needle: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(needle))
+                .map(|p| p + 1)
+        };
+        let typed = |e: serde_path_to_error::Error<serde_norway::Error>| {
+            let field = e.path().to_string();
+            let leaf = field.rsplit('.').next().unwrap_or(&field).to_string();
+            let line = e
+                .inner()
+                .location()
+                .map(|l| l.line())
+                .or_else(|| line_of(&format!("{leaf}:")));
+            err(line, Some(field), e.inner().to_string())
+        };
+        match kind.as_str() {
+            "Component" => {
+                let doc: ComponentDoc = serde_path_to_error::deserialize(value).map_err(typed)?;
+                if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
+                    continue;
+                }
+                if let Some(a) = &doc.auth
+                    && a.secret_store
+                        .as_deref()
+                        .is_some_and(|s| s != "kubernetes" && s != "env")
+                {
+                    tracing::warn!(
+                        "component {}: auth.secretStore is resolved from the environment here",
+                        doc.metadata.name
+                    );
+                }
+                if !SUPPORTED_TYPES.contains(&doc.spec.type_.as_str()) {
+                    return Err(err(
+                        line_of("type:"),
+                        Some("spec.type".into()),
+                        format!(
+                            "component {} has type {}, which this sidecar does not support; supported types: {}",
+                            doc.metadata.name,
+                            doc.spec.type_,
+                            SUPPORTED_TYPES.join(", ")
+                        ),
+                    ));
+                }
+                let mut metadata = BTreeMap::new();
+                for (i, m) in doc.spec.metadata.iter().enumerate() {
+                    let value = metadata_value(m).map_err(|e| {
+                        err(
+                            line_of(&format!("- name: {}", m.name)),
+                            Some(format!("spec.metadata[{i}]")),
+                            e,
+                        )
+                    })?;
+                    metadata.insert(m.name.clone(), value);
+                }
+                out.components.push(Component {
+                    name: doc.metadata.name,
+                    type_: doc.spec.type_,
+                    version: doc.spec.version,
+                    metadata,
+                    file: file.into(),
+                });
+            }
+            "Subscription" => {
+                let doc: SubscriptionDoc =
+                    serde_path_to_error::deserialize(value).map_err(typed)?;
+                if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
+                    continue;
+                }
+                let _ = (&doc.metadata, &doc.spec.bulk_subscribe, &doc.api_version);
+                let s = doc.spec;
+                if s.route.is_none() && s.routes.is_none() {
+                    return Err(err(
+                        line_of("spec:"),
+                        Some("spec.route".into()),
+                        format!(
+                            "subscription {} has neither `route` (v1alpha1) nor `routes` (v2alpha1)",
+                            doc.metadata.name
+                        ),
+                    ));
+                }
+                out.subscriptions.push(Subscription::new(
+                    s.pubsubname,
+                    s.topic,
+                    s.route,
+                    s.routes,
+                    s.metadata,
+                    s.dead_letter_topic,
+                    true,
+                ));
+            }
+            "Resiliency" => {
+                let doc: ResiliencyDoc = serde_path_to_error::deserialize(value).map_err(typed)?;
+                if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
+                    continue;
+                }
+                for (name, r) in &doc.spec.policies.retries {
+                    retry_policy(r).map_err(|e| {
+                        err(
+                            line_of(&format!("{name}:")),
+                            Some(format!("spec.policies.retries.{name}")),
+                            e,
+                        )
+                    })?;
+                }
+                out.resiliency.push(doc.spec);
+            }
+            "Configuration" | "HTTPEndpoint" => {
+                tracing::debug!(file = %file.display(), "ignoring a {kind} resource");
+            }
+            other => {
+                return Err(err(
+                    line_of("kind:"),
+                    Some("kind".into()),
+                    format!(
+                        "unknown resource kind {other:?}: expected Component, Subscription or Resiliency"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn metadata_value(m: &MetadataItem) -> Result<String, String> {
+    if let Some(v) = &m.value {
+        return Ok(match v {
+            serde_norway::Value::String(s) => s.clone(),
+            serde_norway::Value::Bool(b) => b.to_string(),
+            serde_norway::Value::Number(n) => n.to_string(),
+            serde_norway::Value::Null => String::new(),
+            other => serde_json::to_string(other).map_err(|e| e.to_string())?,
+        });
+    }
+    if let Some(r) = &m.secret_key_ref {
+        let key = r
+            .key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or(&r.name);
+        return std::env::var(key).or_else(|_| std::env::var(&r.name)).map_err(|_| {
+            format!("metadata {}: secretKeyRef {}/{key} is not set; the local secret store reads environment variables: export {key}=...", m.name, r.name)
+        });
+    }
+    if let Some(e) = &m.env_ref {
+        return std::env::var(e).map_err(|_| {
+            format!(
+                "metadata {}: envRef {e} is not set in the environment",
+                m.name
+            )
+        });
+    }
+    Ok(String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn loads_components_subscriptions_and_resiliency() {
+        let d = tempfile::tempdir().unwrap();
+        // SAFETY: tests in this module run in one thread for this variable.
+        unsafe { std::env::set_var("SPINDAPR_TEST_SECRET", "hunter2") };
+        write(
+            d.path(),
+            "all.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n  - name: plain\n    value: 3\n  - name: pw\n    secretKeyRef:\n      name: SPINDAPR_TEST_SECRET\n      key: SPINDAPR_TEST_SECRET\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: other-app-only\nspec:\n  type: state.in-memory\n  version: v1\nscopes: [someone-else]\n---\napiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: pubsub\n  topic: t\n  routes:\n    rules:\n    - match: event.type == \"x\"\n      path: /x\n    default: /d\n  deadLetterTopic: t-dlq\n---\napiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      three:\n        policy: exponential\n        duration: 100ms\n        maxRetries: 3\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: three\n",
+        );
+        let r = load(&[d.path().to_path_buf()], "todo").unwrap();
+        assert_eq!(r.components.len(), 1);
+        assert_eq!(r.components[0].meta("plain"), Some("3"));
+        assert_eq!(r.components[0].meta("PW"), Some("hunter2"));
+        assert_eq!(r.subscriptions[0].default_path.as_deref(), Some("/d"));
+        assert_eq!(
+            r.subscriptions[0].dead_letter_topic.as_deref(),
+            Some("t-dlq")
+        );
+        let p = r.inbound_retry("pubsub").unwrap();
+        assert_eq!(p.max_retries, 3);
+        assert_eq!(p.delay(0), Duration::from_millis(100));
+        assert_eq!(p.delay(2), Duration::from_millis(225));
+        assert_eq!(r.inbound_retry("nope"), None);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "c.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: x\nspec:\n  type: pubsub.nats\n  version: v1\n",
+        );
+        let e = load(&[d.path().to_path_buf()], "a").unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.to_string().contains("pubsub.nats"), "{e}");
+        write(
+            d.path(),
+            "c.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: x\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metdata: []\n",
+        );
+        let e = load(&[d.path().to_path_buf()], "a").unwrap_err();
+        assert!(e.to_string().contains("metdata"), "{e}");
+        assert_eq!(e.line, Some(8), "{e}");
+        write(
+            d.path(),
+            "c.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [unclosed\n",
+        );
+        let e = load(&[d.path().to_path_buf()], "a").unwrap_err();
+        assert!(e.to_string().contains("invalid YAML"), "{e}");
+    }
+}
