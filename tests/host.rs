@@ -138,11 +138,7 @@ fn routing_headers_variables_outbound_and_isolation() {
     )
     .json();
     let h = &a["headers"];
-    assert_eq!(
-        h["spin-full-url"],
-        host.url("/one/two/three/four?q=1&r=2")
-            .replace("127.0.0.1", "127.0.0.1")
-    );
+    assert_eq!(h["spin-full-url"], host.url("/one/two/three/four?q=1&r=2"));
     assert_eq!(h["spin-path-info"], "/three/four");
     assert_eq!(h["spin-matched-route"], "/one/two/...");
     assert_eq!(h["spin-raw-component-route"], "/one/two/...");
