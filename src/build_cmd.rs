@@ -41,12 +41,7 @@ pub fn build(app: &App, only: &[String], quiet: bool) -> anyhow::Result<()> {
                 .current_dir(&workdir)
                 .stdin(Stdio::null())
                 .output()
-                .with_context(|| {
-                    format!(
-                        "component `{id}`: cannot run `{command}` in {}",
-                        workdir.display()
-                    )
-                })?;
+                .with_context(|| format!("component `{id}`: cannot run `{command}` in {}", workdir.display()))?;
             if !out.status.success() {
                 bail!(
                     "component `{id}`: build command `{command}` failed ({}) in {}\n--- stdout ---\n{}\n--- stderr ---\n{}",

@@ -26,10 +26,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self {
-            pooling: true,
-            max_instances: 1000,
-        }
+        Self { pooling: true, max_instances: 1000 }
     }
 }
 
@@ -60,23 +57,17 @@ pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         tracing::debug!(instances = n, "pooling allocator enabled");
     } else if opts.pooling {
-        tracing::warn!(
-            "the pooling allocator cannot reserve its address space here; using on-demand allocation"
-        );
+        tracing::warn!("the pooling allocator cannot reserve its address space here; using on-demand allocation");
     }
-    let engine = Engine::new(&config)
-        .map_err(anyhow::Error::from)
-        .context("creating the wasmtime engine")?;
+    let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
     let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("epoch-ticker".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+    std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    })?;
     Ok(engine)
 }
 
@@ -103,30 +94,19 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("SPINDAPR_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("spindapr")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("spindapr"))
-        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("spindapr")))
 }
 
 /// Loads a component, from the compiled-code cache when the same bytes were compiled by
 /// a compatible engine before; otherwise compiles it and stores the result.
-pub fn load_component(
-    engine: &Engine,
-    wasm: &Path,
-    cache_dir: Option<&Path>,
-) -> anyhow::Result<Component> {
-    let bytes =
-        std::fs::read(wasm).with_context(|| format!("cannot read component {}", wasm.display()))?;
+pub fn load_component(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Component> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("cannot read component {}", wasm.display()))?;
     let Some(cache_dir) = cache_dir else {
         return compile(engine, &bytes, wasm);
     };
     let mut compat = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut compat);
-    let key = format!(
-        "{}-{:016x}.cwasm",
-        hex::encode(sha2::Sha256::digest(&bytes)),
-        compat.finish()
-    );
+    let key = format!("{}-{:016x}.cwasm", hex::encode(sha2::Sha256::digest(&bytes)), compat.finish());
     let cached = cache_dir.join(key);
     if cached.exists() {
         // SAFETY: the file was written by `Component::serialize` of an engine with the same
@@ -143,10 +123,7 @@ pub fn load_component(
     }
     let component = compile(engine, &bytes, wasm)?;
     if let Err(e) = store(&component, cache_dir, &cached) {
-        tracing::warn!(
-            "could not write the compiled-code cache in {}: {e:#}",
-            cache_dir.display()
-        );
+        tracing::warn!("could not write the compiled-code cache in {}: {e:#}", cache_dir.display());
     }
     Ok(component)
 }

@@ -122,23 +122,13 @@ struct BuildArgs {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
 fn init_logging(quiet: bool) {
-    let default = if quiet {
-        "warn"
-    } else {
-        "info,wasmtime_cranelift=warn,cranelift=warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let default = if quiet { "warn" } else { "info,wasmtime_cranelift=warn,cranelift=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -171,10 +161,7 @@ fn main() -> anyhow::Result<()> {
                     app_api_token: a.app_api_token,
                 }),
             };
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(up::run(opts))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(up::run(opts))
         }
         Command::Sidecar(a) => {
             init_logging(false);
@@ -187,10 +174,7 @@ fn main() -> anyhow::Result<()> {
                 api_token: a.dapr_api_token,
                 app_api_token: a.app_api_token,
             };
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(up::run_sidecar(cfg, a.dapr_http_port))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(up::run_sidecar(cfg, a.dapr_http_port))
         }
     }
 }

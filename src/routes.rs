@@ -46,20 +46,12 @@ impl RouteMatch {
     /// A match for a service-chaining request: the whole path goes to the component as if
     /// it were routed by `/...` (how Spin serves `<id>.spin.internal`).
     pub fn synthetic(trigger: TriggerIndex, path: &str) -> Self {
-        Self {
-            trigger,
-            based_route: "/...".into(),
-            raw_route: "/...".into(),
-            named: Vec::new(),
-            path_info: path.to_string(),
-        }
+        Self { trigger, based_route: "/...".into(), raw_route: "/...".into(), named: Vec::new(), path_info: path.to_string() }
     }
 
     /// `spin-component-route`: the raw route without a trailing `/...`.
     pub fn raw_route_or_prefix(&self) -> &str {
-        self.raw_route
-            .strip_suffix("/...")
-            .unwrap_or(&self.raw_route)
+        self.raw_route.strip_suffix("/...").unwrap_or(&self.raw_route)
     }
 }
 
@@ -69,22 +61,12 @@ pub fn validate_route(route: &str) -> Result<(), String> {
 }
 
 fn parse_route(based: &str) -> Result<routefinder::RouteSpec, String> {
-    let spec = if let Some(prefix) = based.strip_suffix("/...") {
-        format!("{prefix}/*")
-    } else {
-        based.to_string()
-    };
-    spec.as_str()
-        .try_into()
-        .map_err(|e: String| format!("invalid route {based:?}: {e}"))
+    let spec = if let Some(prefix) = based.strip_suffix("/...") { format!("{prefix}/*") } else { based.to_string() };
+    spec.as_str().try_into().map_err(|e: String| format!("invalid route {based:?}: {e}"))
 }
 
 fn sanitize_with_base(base: &str, route: &str) -> String {
-    let route = if route.starts_with('/') {
-        Cow::Borrowed(route)
-    } else {
-        Cow::Owned(format!("/{route}"))
-    };
+    let route = if route.starts_with('/') { Cow::Borrowed(route) } else { Cow::Owned(format!("/{route}")) };
     let strip = |s: &str| s.strip_suffix('/').unwrap_or(s).to_string();
     format!("{}{}", strip(base), strip(&route))
 }
@@ -92,36 +74,21 @@ fn sanitize_with_base(base: &str, route: &str) -> String {
 impl Router {
     /// Builds the table from `(trigger, route)` pairs; private routes are passed as `None`
     /// (they are reachable only through service chaining).
-    pub fn build<'a>(
-        routes: impl IntoIterator<Item = (TriggerIndex, Option<&'a str>)>,
-    ) -> Result<(Self, Vec<DuplicateRoute>), String> {
+    pub fn build<'a>(routes: impl IntoIterator<Item = (TriggerIndex, Option<&'a str>)>) -> Result<(Self, Vec<DuplicateRoute>), String> {
         let mut by_raw: indexmap::IndexMap<String, RouteHandler> = indexmap::IndexMap::new();
         let mut duplicates = Vec::new();
         for (trigger, route) in routes {
             let Some(raw) = route else { continue };
-            let handler = RouteHandler {
-                trigger,
-                based_route: sanitize_with_base("/", raw),
-                raw_route: raw.to_string(),
-            };
+            let handler = RouteHandler { trigger, based_route: sanitize_with_base("/", raw), raw_route: raw.to_string() };
             if let Some(old) = by_raw.insert(raw.to_string(), handler) {
-                let route = if old.based_route.is_empty() {
-                    "/".into()
-                } else {
-                    old.based_route
-                };
-                duplicates.push(DuplicateRoute {
-                    route,
-                    replaced: old.trigger,
-                    effective: trigger,
-                });
+                let route = if old.based_route.is_empty() { "/".into() } else { old.based_route };
+                duplicates.push(DuplicateRoute { route, replaced: old.trigger, effective: trigger });
             }
         }
         let mut rf = routefinder::Router::new();
         for h in by_raw.into_values() {
             let spec = parse_route(&h.based_route)?;
-            rf.add(spec, h)
-                .map_err(|e: std::convert::Infallible| e.to_string())?;
+            rf.add(spec, h).map_err(|e: std::convert::Infallible| e.to_string())?;
         }
         Ok((Self { rf }, duplicates))
     }
@@ -131,10 +98,7 @@ impl Router {
         let m = self.rf.best_match(path)?;
         let h = m.handler();
         let captures = m.captures();
-        let named = captures
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let named = captures.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let path_info = captures
             .wildcard()
             .map(|s| match (s.is_empty(), path.ends_with('/')) {
@@ -144,13 +108,7 @@ impl Router {
                 (false, true) => format!("/{s}/"),
             })
             .unwrap_or_default();
-        Some(RouteMatch {
-            trigger: h.trigger,
-            based_route: h.based_route.clone(),
-            raw_route: h.raw_route.clone(),
-            named,
-            path_info,
-        })
+        Some(RouteMatch { trigger: h.trigger, based_route: h.based_route.clone(), raw_route: h.raw_route.clone(), named, path_info })
     }
 
     /// Every route with its trigger, highest precedence first, for the start-up listing.
@@ -168,9 +126,7 @@ impl Router {
     }
 
     pub fn contains_reserved_route(&self) -> bool {
-        self.rf
-            .iter()
-            .any(|(_, h)| h.based_route.starts_with(WELL_KNOWN_PREFIX))
+        self.rf.iter().any(|(_, h)| h.based_route.starts_with(WELL_KNOWN_PREFIX))
     }
 }
 
@@ -182,9 +138,7 @@ mod tests {
     use super::*;
 
     fn router(routes: &[&str]) -> Router {
-        Router::build(routes.iter().enumerate().map(|(i, r)| (i, Some(*r))))
-            .unwrap()
-            .0
+        Router::build(routes.iter().enumerate().map(|(i, r)| (i, Some(*r)))).unwrap().0
     }
 
     fn hit(r: &Router, path: &str) -> Option<TriggerIndex> {
@@ -193,15 +147,7 @@ mod tests {
 
     #[test]
     fn precedence_table() {
-        let r = router(&[
-            "/...",
-            "/one/...",
-            "/one/two/...",
-            "/one/two/exact",
-            "/users/:id",
-            "/users/me",
-            "/a/:x/c",
-        ]);
+        let r = router(&["/...", "/one/...", "/one/two/...", "/one/two/exact", "/users/:id", "/users/me", "/a/:x/c"]);
         let cases: &[(&str, Option<usize>)] = &[
             ("/", Some(0)),
             ("/zzz", Some(0)),
@@ -249,10 +195,7 @@ mod tests {
     fn named_captures_are_reported() {
         let r = router(&["/todos/:id/items/:item"]);
         let m = r.route("/todos/7/items/abc").unwrap();
-        assert_eq!(
-            m.named,
-            vec![("id".into(), "7".into()), ("item".into(), "abc".into())]
-        );
+        assert_eq!(m.named, vec![("id".into(), "7".into()), ("item".into(), "abc".into())]);
         assert_eq!(m.path_info, "");
     }
 
@@ -260,14 +203,7 @@ mod tests {
     fn duplicate_routes_keep_the_last() {
         let (r, dups) = Router::build([(0, Some("/x")), (1, Some("/x")), (2, None)]).unwrap();
         assert_eq!(hit(&r, "/x"), Some(1));
-        assert_eq!(
-            dups,
-            vec![DuplicateRoute {
-                route: "/x".into(),
-                replaced: 0,
-                effective: 1
-            }]
-        );
+        assert_eq!(dups, vec![DuplicateRoute { route: "/x".into(), replaced: 0, effective: 1 }]);
     }
 
     #[test]

@@ -52,8 +52,7 @@ pub struct OutboundHttp {
 
 impl RuntimeConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read runtime config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read runtime config {}: {e}", path.display()))?;
         Ok(Self::parse(path, &text)?)
     }
 
@@ -67,10 +66,7 @@ impl RuntimeConfig {
         self.variables_provider
             .iter()
             .map(|p| match p {
-                ProviderConfig::Env {
-                    prefix,
-                    dotenv_path,
-                } => {
+                ProviderConfig::Env { prefix, dotenv_path } => {
                     let dotenv = dotenv_path.as_ref().map(|d| base.join(d));
                     Provider::env(prefix.as_deref(), dotenv.as_deref())
                 }
@@ -98,15 +94,15 @@ mod tests {
     #[test]
     fn parses_providers_and_rejects_unknown_keys() {
         let p = Path::new("rc.toml");
-        let rc = RuntimeConfig::parse(p, "[[variables_provider]]\ntype = \"static\"\nvalues = { a = \"1\" }\n\n[[variables_provider]]\ntype = \"env\"\nprefix = \"X\"\n").unwrap();
+        let rc = RuntimeConfig::parse(
+            p,
+            "[[variables_provider]]\ntype = \"static\"\nvalues = { a = \"1\" }\n\n[[variables_provider]]\ntype = \"env\"\nprefix = \"X\"\n",
+        )
+        .unwrap();
         assert_eq!(rc.variables_provider.len(), 2);
         let rc = RuntimeConfig::parse(p, "[[config_provider]]\ntype = \"env\"\n").unwrap();
         assert_eq!(rc.variables_provider.len(), 1);
-        let e = RuntimeConfig::parse(
-            p,
-            "\n[outbound_http]\nconnection_pooling = true\nbogus = 1\n",
-        )
-        .unwrap_err();
+        let e = RuntimeConfig::parse(p, "\n[outbound_http]\nconnection_pooling = true\nbogus = 1\n").unwrap_err();
         assert_eq!(e.line(), Some(4), "{e}");
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = RuntimeConfig::parse(p, "[[variables_provider]]\ntype = \"vault\"\n").unwrap_err();

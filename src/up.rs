@@ -59,15 +59,9 @@ pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
         Some(p) => RuntimeConfig::load(p)?,
         None => RuntimeConfig::default(),
     };
-    let rc_base = o
-        .runtime_config_file
-        .as_ref()
-        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-        .unwrap_or_default();
+    let rc_base = o.runtime_config_file.as_ref().and_then(|p| p.parent().map(|d| d.to_path_buf())).unwrap_or_default();
     // Priority: --variable, then runtime-config providers, then SPIN_VARIABLE_* / ./.env.
-    let mut providers = vec![Provider::Static(
-        o.variables.iter().cloned().collect::<HashMap<_, _>>(),
-    )];
+    let mut providers = vec![Provider::Static(o.variables.iter().cloned().collect::<HashMap<_, _>>())];
     providers.extend(rc.providers(&rc_base)?);
     providers.push(Provider::env(None, None)?);
     let resolver = Resolver::new(app.variables.clone(), providers);
@@ -77,14 +71,8 @@ pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
         }
     }
     let opts = RuntimeOptions {
-        engine: EngineOptions {
-            pooling: !o.disable_pooling,
-            ..EngineOptions::default()
-        },
-        cache_dir: o
-            .cache_dir
-            .clone()
-            .or_else(crate::engine::default_cache_dir),
+        engine: EngineOptions { pooling: !o.disable_pooling, ..EngineOptions::default() },
+        cache_dir: o.cache_dir.clone().or_else(crate::engine::default_cache_dir),
         request_timeout: o.request_timeout,
         max_instance_memory: o.max_instance_memory.or(rc.max_instance_memory),
         env: o.env.clone(),
@@ -93,16 +81,8 @@ pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
     let runtime = tokio::task::block_in_place(|| HttpRuntime::new(app, &resolver, opts))?;
     let listener = tokio::net::TcpListener::bind(o.listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: is another server using it? pick another with --listen",
-                o.listen
-            )
-        })?;
-    Ok(Prepared {
-        runtime: Arc::new(runtime),
-        listener,
-    })
+        .with_context(|| format!("cannot listen on {}: is another server using it? pick another with --listen", o.listen))?;
+    Ok(Prepared { runtime: Arc::new(runtime), listener })
 }
 
 pub async fn run(o: UpOptions) -> anyhow::Result<()> {
@@ -113,10 +93,7 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     let sidecar = match &o.sidecar {
         Some(s) => {
             let cfg = SidecarConfig {
-                app_id: s
-                    .app_id
-                    .clone()
-                    .unwrap_or_else(|| p.runtime.app().name.clone()),
+                app_id: s.app_id.clone().unwrap_or_else(|| p.runtime.app().name.clone()),
                 app_port: Some(addr.port()),
                 app_host: app_host(addr),
                 resources_paths: s.resources_paths.clone(),
@@ -155,12 +132,7 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
         });
         tasks.spawn(sidecar.serve(listener, stopped(stop_rx.clone())));
     }
-    tasks.spawn(trigger_http::serve(
-        p.runtime,
-        p.listener,
-        stopped(stop_rx.clone()),
-        Duration::from_secs(10),
-    ));
+    tasks.spawn(trigger_http::serve(p.runtime, p.listener, stopped(stop_rx.clone()), Duration::from_secs(10)));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     while let Some(r) = tasks.join_next().await {
@@ -171,11 +143,7 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
 
 /// The address the sidecar calls the app on: loopback when the app listens on all interfaces.
 fn app_host(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        "127.0.0.1".into()
-    } else {
-        addr.ip().to_string()
-    }
+    if addr.ip().is_unspecified() { "127.0.0.1".into() } else { addr.ip().to_string() }
 }
 
 /// `sidecar`: the sidecar alone, like `daprd`, for an app running elsewhere.
@@ -183,9 +151,7 @@ pub async fn run_sidecar(cfg: SidecarConfig, http_port: u16) -> anyhow::Result<(
     let sidecar = Sidecar::new(cfg)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
         .await
-        .with_context(|| {
-            format!("cannot listen on 127.0.0.1:{http_port}: pick another with --dapr-http-port")
-        })?;
+        .with_context(|| format!("cannot listen on 127.0.0.1:{http_port}: pick another with --dapr-http-port"))?;
     println!("Dapr sidecar http://{}", listener.local_addr()?);
     let subs = sidecar.clone();
     tokio::spawn(async move {

@@ -40,12 +40,9 @@ impl Template {
                 parts.push(Part::Lit(rest[..start].to_string()));
             }
             let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| TemplateError::Unclosed(s.to_string()))?;
+            let end = after.find("}}").ok_or_else(|| TemplateError::Unclosed(s.to_string()))?;
             let name = after[..end].trim();
-            crate::manifest::check_lower_snake(name)
-                .map_err(|_| TemplateError::InvalidName(name.to_string()))?;
+            crate::manifest::check_lower_snake(name).map_err(|_| TemplateError::InvalidName(name.to_string()))?;
             parts.push(Part::Var(name.to_string()));
             rest = &after[end + 2..];
         }
@@ -66,10 +63,7 @@ impl Template {
         })
     }
 
-    pub fn render(
-        &self,
-        mut lookup: impl FnMut(&str) -> Result<String, ResolveError>,
-    ) -> Result<String, ResolveError> {
+    pub fn render(&self, mut lookup: impl FnMut(&str) -> Result<String, ResolveError>) -> Result<String, ResolveError> {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -95,27 +89,18 @@ pub enum ResolveError {
 #[derive(Debug, Clone)]
 pub enum Provider {
     Static(HashMap<String, String>),
-    Env {
-        prefix: String,
-        dotenv: HashMap<String, String>,
-    },
+    Env { prefix: String, dotenv: HashMap<String, String> },
 }
 
 impl Provider {
     /// The env provider: `{PREFIX}_{NAME}` upper-cased, then the dotenv file.
     pub fn env(prefix: Option<&str>, dotenv_path: Option<&Path>) -> anyhow::Result<Self> {
         let prefix = prefix.unwrap_or("SPIN_VARIABLE").to_string();
-        let path: PathBuf = dotenv_path
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".env"));
+        let path: PathBuf = dotenv_path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".env"));
         let mut dotenv = HashMap::new();
         if path.exists() {
-            for item in dotenvy::from_path_iter(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read dotenv file {}: {e}", path.display()))?
-            {
-                let (k, v) = item.map_err(|e| {
-                    anyhow::anyhow!("bad line in dotenv file {}: {e}", path.display())
-                })?;
+            for item in dotenvy::from_path_iter(&path).map_err(|e| anyhow::anyhow!("cannot read dotenv file {}: {e}", path.display()))? {
+                let (k, v) = item.map_err(|e| anyhow::anyhow!("bad line in dotenv file {}: {e}", path.display()))?;
                 dotenv.insert(k, v);
             }
         }
@@ -127,9 +112,7 @@ impl Provider {
             Provider::Static(values) => values.get(name).cloned(),
             Provider::Env { prefix, dotenv } => {
                 let key = format!("{prefix}_{}", name.to_ascii_uppercase());
-                std::env::var(&key)
-                    .ok()
-                    .or_else(|| dotenv.get(&key).cloned())
+                std::env::var(&key).ok().or_else(|| dotenv.get(&key).cloned())
             }
         }
     }
@@ -144,23 +127,15 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(declared: IndexMap<String, Variable>, providers: Vec<Provider>) -> Self {
-        Self {
-            declared,
-            providers,
-        }
+        Self { declared, providers }
     }
 
     pub fn app_variable(&self, name: &str) -> Result<String, ResolveError> {
-        let var = self
-            .declared
-            .get(name)
-            .ok_or_else(|| ResolveError::Undeclared(name.to_string()))?;
+        let var = self.declared.get(name).ok_or_else(|| ResolveError::Undeclared(name.to_string()))?;
         if let Some(v) = self.providers.iter().find_map(|p| p.get(name)) {
             return Ok(v);
         }
-        var.default
-            .clone()
-            .ok_or_else(|| ResolveError::MissingRequired(name.to_string()))
+        var.default.clone().ok_or_else(|| ResolveError::MissingRequired(name.to_string()))
     }
 
     pub fn render(&self, template: &str) -> Result<String, ResolveError> {
@@ -206,14 +181,9 @@ impl ComponentVariables {
 
     pub fn get(&self, name: &str) -> Result<String, GetError> {
         if crate::manifest::check_lower_snake(name).is_err() {
-            return Err(GetError::InvalidName(format!(
-                "invalid variable name {name:?}"
-            )));
+            return Err(GetError::InvalidName(format!("invalid variable name {name:?}")));
         }
-        self.values
-            .get(name)
-            .cloned()
-            .ok_or_else(|| GetError::Undefined(format!("no variable for {name:?}")))
+        self.values.get(name).cloned().ok_or_else(|| GetError::Undefined(format!("no variable for {name:?}")))
     }
 }
 
@@ -222,12 +192,7 @@ mod tests {
     use super::*;
 
     fn var(default: Option<&str>, required: bool) -> Variable {
-        Variable {
-            description: None,
-            required,
-            default: default.map(str::to_owned),
-            secret: false,
-        }
+        Variable { description: None, required, default: default.map(str::to_owned), secret: false }
     }
 
     #[test]
@@ -235,19 +200,11 @@ mod tests {
         let t = Template::parse("http://{{ host }}:{{port}}/x").unwrap();
         assert_eq!(t.references().collect::<Vec<_>>(), vec!["host", "port"]);
         assert!(!t.is_literal());
-        let out = t
-            .render(|v| Ok(if v == "host" { "h".into() } else { "1".into() }))
-            .unwrap();
+        let out = t.render(|v| Ok(if v == "host" { "h".into() } else { "1".into() })).unwrap();
         assert_eq!(out, "http://h:1/x");
         assert!(Template::parse("plain").unwrap().is_literal());
-        assert_eq!(
-            Template::parse("{{ x"),
-            Err(TemplateError::Unclosed("{{ x".into()))
-        );
-        assert_eq!(
-            Template::parse("{{ Bad-Name }}"),
-            Err(TemplateError::InvalidName("Bad-Name".into()))
-        );
+        assert_eq!(Template::parse("{{ x"), Err(TemplateError::Unclosed("{{ x".into())));
+        assert_eq!(Template::parse("{{ Bad-Name }}"), Err(TemplateError::InvalidName("Bad-Name".into())));
     }
 
     #[test]
@@ -257,22 +214,13 @@ mod tests {
         declared.insert("b".to_string(), var(Some("default-b"), false));
         declared.insert("c".to_string(), var(None, true));
         let first = Provider::Static(HashMap::from([("a".to_string(), "cli".to_string())]));
-        let second = Provider::Static(HashMap::from([
-            ("a".to_string(), "rc".to_string()),
-            ("b".to_string(), "rc-b".to_string()),
-        ]));
+        let second = Provider::Static(HashMap::from([("a".to_string(), "rc".to_string()), ("b".to_string(), "rc-b".to_string())]));
         let r = Resolver::new(declared, vec![first, second]);
         assert_eq!(r.app_variable("a").unwrap(), "cli");
         assert_eq!(r.app_variable("b").unwrap(), "rc-b");
-        assert_eq!(
-            r.app_variable("c"),
-            Err(ResolveError::MissingRequired("c".into()))
-        );
+        assert_eq!(r.app_variable("c"), Err(ResolveError::MissingRequired("c".into())));
         assert!(r.check_required().is_err());
-        assert_eq!(
-            r.app_variable("zzz"),
-            Err(ResolveError::Undeclared("zzz".into()))
-        );
+        assert_eq!(r.app_variable("zzz"), Err(ResolveError::Undeclared("zzz".into())));
     }
 
     #[test]
@@ -287,14 +235,9 @@ mod tests {
 
     #[test]
     fn component_get_distinguishes_invalid_and_undefined() {
-        let cv = ComponentVariables {
-            values: HashMap::from([("ok".to_string(), "v".to_string())]),
-        };
+        let cv = ComponentVariables { values: HashMap::from([("ok".to_string(), "v".to_string())]) };
         assert_eq!(cv.get("ok").unwrap(), "v");
-        assert!(matches!(
-            cv.get("invalid-name"),
-            Err(GetError::InvalidName(_))
-        ));
+        assert!(matches!(cv.get("invalid-name"), Err(GetError::InvalidName(_))));
         assert!(matches!(cv.get("4invalid"), Err(GetError::InvalidName(_))));
         assert!(matches!(cv.get("missing"), Err(GetError::Undefined(_))));
     }

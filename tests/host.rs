@@ -78,10 +78,7 @@ fn start_probe(upstream_port: u16) -> (tempfile::TempDir, Host) {
     let dir = app_dir(&[
         ("spin.toml", &probe_app("")),
         (".env", "SPIN_VARIABLE_FROM_DOTENV=dotenv-value\n"),
-        (
-            "rc.toml",
-            "[[variables_provider]]\ntype = \"static\"\nvalues = { from_static = \"static-value\" }\n",
-        ),
+        ("rc.toml", "[[variables_provider]]\ntype = \"static\"\nvalues = { from_static = \"static-value\" }\n"),
     ]);
     let host = HostBuilder::new(&dir.path().join("spin.toml"))
         .current_dir(dir.path())
@@ -124,19 +121,11 @@ fn routing_headers_variables_outbound_and_isolation() {
     for (path, route) in cases {
         let a = get(&host.url(path));
         assert_eq!(a.status, 200, "{path}: {}", a.body);
-        assert_eq!(
-            a.json()["headers"]["spin-matched-route"],
-            route,
-            "path {path}"
-        );
+        assert_eq!(a.json()["headers"]["spin-matched-route"], route, "path {path}");
     }
 
     // Every Spin inbound header, on a wildcard and on a parameter route.
-    let a = get_with(
-        &host.url("/one/two/three/four?q=1&r=2"),
-        &[("x-custom", "kept")],
-    )
-    .json();
+    let a = get_with(&host.url("/one/two/three/four?q=1&r=2"), &[("x-custom", "kept")]).json();
     let h = &a["headers"];
     assert_eq!(h["spin-full-url"], host.url("/one/two/three/four?q=1&r=2"));
     assert_eq!(h["spin-path-info"], "/three/four");
@@ -144,18 +133,9 @@ fn routing_headers_variables_outbound_and_isolation() {
     assert_eq!(h["spin-raw-component-route"], "/one/two/...");
     assert_eq!(h["spin-component-route"], "/one/two");
     assert_eq!(h["spin-base-path"], "/");
-    assert!(
-        h["spin-client-addr"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
-        "{h}"
-    );
+    assert!(h["spin-client-addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{h}");
     assert_eq!(h["x-custom"], "kept");
-    assert!(
-        h.get("connection").is_none(),
-        "Connection must not reach the guest: {h}"
-    );
+    assert!(h.get("connection").is_none(), "Connection must not reach the guest: {h}");
     let h = &get(&host.url("/users/7")).json()["headers"];
     assert_eq!(h["spin-path-match-user-id"], "7");
     assert_eq!(h["spin-path-info"], "");
@@ -163,17 +143,11 @@ fn routing_headers_variables_outbound_and_isolation() {
     // Static response, health and info; no match is an empty 404 (there is a catch-all
     // here, so check under the well-known prefix).
     let a = get(&host.url("/static"));
-    assert_eq!(
-        (a.status, a.body.as_str(), a.header("x-teapot")),
-        (418, "short and stout", Some("yes"))
-    );
+    assert_eq!((a.status, a.body.as_str(), a.header("x-teapot")), (418, "short and stout", Some("yes")));
     let a = get(&host.url("/.well-known/spin/health"));
     assert_eq!((a.status, a.body.as_str()), (200, "OK"));
     let a = get(&host.url("/.well-known/spin/info"));
-    assert_eq!(
-        a.json(),
-        serde_json::json!({"name": "probe-app", "version": "0.3.1"})
-    );
+    assert_eq!(a.json(), serde_json::json!({"name": "probe-app", "version": "0.3.1"}));
     let a = get(&host.url("/.well-known/spin/nope"));
     assert_eq!((a.status, a.body.as_str()), (404, ""));
 
@@ -187,120 +161,48 @@ fn routing_headers_variables_outbound_and_isolation() {
         ("token", "s3cr3t-value"),
     ] {
         let a = get(&host.url(&format!("/var?name={name}")));
-        assert_eq!(
-            (a.status, a.json()["value"].as_str()),
-            (200, Some(want)),
-            "variable {name}"
-        );
+        assert_eq!((a.status, a.json()["value"].as_str()), (200, Some(want)), "variable {name}");
     }
     let a = get(&host.url("/var?name=not_declared"));
-    assert!(
-        a.json()["error"].as_str().unwrap().contains("Undefined"),
-        "{}",
-        a.body
-    );
+    assert!(a.json()["error"].as_str().unwrap().contains("Undefined"), "{}", a.body);
     let a = get(&host.url("/var?name=Invalid-Name"));
-    assert!(
-        a.json()["error"].as_str().unwrap().contains("InvalidName"),
-        "{}",
-        a.body
-    );
-    assert!(
-        !host.logs().contains("s3cr3t-value"),
-        "a secret reached the log"
-    );
+    assert!(a.json()["error"].as_str().unwrap().contains("InvalidName"), "{}", a.body);
+    assert!(!host.logs().contains("s3cr3t-value"), "a secret reached the log");
 
     // Environment: manifest `environment` and `-e`.
-    assert_eq!(
-        get(&host.url("/env?name=FROM_MANIFEST")).json()["value"],
-        "manifest-value"
-    );
-    assert_eq!(
-        get(&host.url("/env?name=FROM_CLI_ENV")).json()["value"],
-        "cli-env-value"
-    );
+    assert_eq!(get(&host.url("/env?name=FROM_MANIFEST")).json()["value"], "manifest-value");
+    assert_eq!(get(&host.url("/env?name=FROM_CLI_ENV")).json()["value"], "cli-env-value");
 
     // Outbound: allowed through a templated entry, denied elsewhere with a log naming the entry.
     let a = get(&host.url(&format!("/fetch?url=http://127.0.0.1:{}/up", upstream.port)));
-    assert_eq!(
-        a.json(),
-        serde_json::json!({"status": 200, "body": "from upstream"})
-    );
-    assert!(
-        upstream
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|h| h.contains("x-probe: 1")),
-        "upstream did not see the request"
-    );
+    assert_eq!(a.json(), serde_json::json!({"status": 200, "body": "from upstream"}));
+    assert!(upstream.seen.lock().unwrap().iter().any(|h| h.contains("x-probe: 1")), "upstream did not see the request");
     let denied_port = if upstream.port == 40100 { 40101 } else { 40100 };
     let a = get(&host.url(&format!("/fetch?url=http://127.0.0.1:{denied_port}/x")));
     assert_eq!(a.status, 502);
-    assert!(
-        a.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("HttpRequestDenied"),
-        "{}",
-        a.body
-    );
+    assert!(a.json()["error"].as_str().unwrap().contains("HttpRequestDenied"), "{}", a.body);
     let entry = format!("allowed_outbound_hosts = [\"http://127.0.0.1:{denied_port}\"]");
-    assert!(
-        host.wait_log(&entry, Duration::from_secs(5)),
-        "no hint in log:\n{}",
-        host.logs()
-    );
+    assert!(host.wait_log(&entry, Duration::from_secs(5)), "no hint in log:\n{}", host.logs());
     let a = get(&host.url("/fetch?url=http://localhost:1/x"));
-    assert!(
-        a.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("HttpRequestDenied"),
-        "localhost must not match 127.0.0.1: {}",
-        a.body
-    );
+    assert!(a.json()["error"].as_str().unwrap().contains("HttpRequestDenied"), "localhost must not match 127.0.0.1: {}", a.body);
     // A port inside the allowed range is allowed (nothing listens there, so the connect fails).
     let a = get(&host.url("/fetch?url=http://127.0.0.1:40005/x"));
-    assert!(
-        a.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("ConnectionRefused"),
-        "{}",
-        a.body
-    );
+    assert!(a.json()["error"].as_str().unwrap().contains("ConnectionRefused"), "{}", a.body);
 
     // Self requests and service chaining (private route reachable only in-process).
     let a = get(&host.url("/fetch?url=/static"));
-    assert_eq!(
-        a.json(),
-        serde_json::json!({"status": 418, "body": "short and stout"})
-    );
+    assert_eq!(a.json(), serde_json::json!({"status": 418, "body": "short and stout"}));
     let a = get(&host.url("/fetch?url=http://hidden.spin.internal/some/path"));
-    let inner: serde_json::Value =
-        serde_json::from_str(a.json()["body"].as_str().unwrap()).unwrap();
+    let inner: serde_json::Value = serde_json::from_str(a.json()["body"].as_str().unwrap()).unwrap();
     assert_eq!(inner["path"], "/some/path");
     assert_eq!(inner["headers"]["spin-client-addr"], "0.0.0.0:0");
     assert_eq!(inner["headers"]["spin-matched-route"], "/...");
     let a = get(&host.url("/fetch?url=http://probe.spin.internal/"));
-    assert!(
-        a.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("HttpRequestDenied"),
-        "{}",
-        a.body
-    );
+    assert!(a.json()["error"].as_str().unwrap().contains("HttpRequestDenied"), "{}", a.body);
 
     // Guest stdout/stderr reach the host log with the component id.
     get(&host.url("/print"));
-    assert!(
-        host.wait_log("[probe] probe says hello on stdout", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    assert!(host.wait_log("[probe] probe says hello on stdout", Duration::from_secs(5)), "{}", host.logs());
     assert!(host.wait_log("[probe] probe says hello on stderr", Duration::from_secs(5)));
 
     // A trapping guest gets 500 and the host lives on.
@@ -322,10 +224,7 @@ fn routing_headers_variables_outbound_and_isolation() {
     }
     let (status, took) = looping.join().unwrap();
     assert_eq!(status, 500);
-    assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
-        "loop took {took:?}"
-    );
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "loop took {took:?}");
     assert!(host.logs().contains("request timeout"), "{}", host.logs());
 
     // The memory cap: 8 MiB fits in 32 MiB, 64 MiB does not.
@@ -347,14 +246,7 @@ fn each_request_gets_a_fresh_instance() {
 fn h2c_prior_knowledge_is_served() {
     let (_dir, host) = start_probe(1);
     let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "--http2-prior-knowledge",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_version} %{http_code}",
-        ])
+        .args(["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
         .arg(host.url("/h2"))
         .output()
         .expect("curl is needed for the h2c check");
@@ -364,46 +256,26 @@ fn h2c_prior_knowledge_is_served() {
 #[test]
 fn missing_required_variable_fails_the_start() {
     let dir = app_dir(&[("spin.toml", &probe_app(""))]);
-    let err = HostBuilder::new(&dir.path().join("spin.toml"))
-        .current_dir(dir.path())
-        .try_start()
-        .err()
-        .expect("start must fail");
-    assert!(
-        err.contains("variable `secret_token` is required but has no value"),
-        "{err}"
-    );
+    let err = HostBuilder::new(&dir.path().join("spin.toml")).current_dir(dir.path()).try_start().err().expect("start must fail");
+    assert!(err.contains("variable `secret_token` is required but has no value"), "{err}");
     assert!(err.contains("SPIN_VARIABLE_SECRET_TOKEN"), "{err}");
 }
 
 #[test]
 fn manifest_errors_name_file_key_and_line() {
     let text = probe_app("unknown_key = true\n");
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("unknown_key"))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.starts_with("unknown_key")).unwrap() + 1;
     let dir = app_dir(&[("spin.toml", &text)]);
     let manifest = dir.path().join("spin.toml");
-    let err = HostBuilder::new(&manifest)
-        .try_start()
-        .err()
-        .expect("start must fail");
-    assert!(
-        err.contains(&format!("{}:{line}:", manifest.display())),
-        "{err}"
-    );
+    let err = HostBuilder::new(&manifest).try_start().err().expect("start must fail");
+    assert!(err.contains(&format!("{}:{line}:", manifest.display())), "{err}");
     assert!(err.contains("unknown_key"), "{err}");
 
     let dir = app_dir(&[(
         "spin.toml",
         "spin_manifest_version = 2\n[application]\nname = \"x\"\n\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"ghost\"\n",
     )]);
-    let err = HostBuilder::new(&dir.path().join("spin.toml"))
-        .try_start()
-        .err()
-        .expect("start must fail");
+    let err = HostBuilder::new(&dir.path().join("spin.toml")).try_start().err().expect("start must fail");
     assert!(err.contains("spin.toml:7:"), "{err}");
     assert!(err.contains("trigger.http[0].component"), "{err}");
     assert!(err.contains("ghost"), "{err}");
@@ -423,36 +295,19 @@ fn second_start_uses_the_compiled_code_cache() {
     };
     let first = start();
     assert_eq!(get(&first.url("/")).status, 200);
-    assert!(
-        first.logs().contains("component compiled"),
-        "{}",
-        first.logs()
-    );
+    assert!(first.logs().contains("component compiled"), "{}", first.logs());
     drop(first);
     let second = start();
     assert_eq!(get(&second.url("/")).status, 200);
-    assert!(
-        !second.logs().contains("component compiled"),
-        "recompiled:\n{}",
-        second.logs()
-    );
-    assert!(
-        second
-            .logs()
-            .contains("loaded from the compiled-code cache"),
-        "{}",
-        second.logs()
-    );
+    assert!(!second.logs().contains("component compiled"), "recompiled:\n{}", second.logs());
+    assert!(second.logs().contains("loaded from the compiled-code cache"), "{}", second.logs());
 }
 
 #[test]
 fn sigterm_shuts_down_gracefully() {
     let (_dir, mut host) = start_probe(1);
     assert_eq!(get(&host.url("/")).status, 200);
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &host.pid().to_string()])
-        .status()
-        .unwrap();
+    let ok = std::process::Command::new("kill").args(["-TERM", &host.pid().to_string()]).status().unwrap();
     assert!(ok.success());
     let started = std::time::Instant::now();
     loop {
@@ -460,10 +315,7 @@ fn sigterm_shuts_down_gracefully() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "host did not stop on SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(15), "host did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -475,36 +327,18 @@ fn build_runs_commands_and_reports_failures() {
         "spin_manifest_version = 2\n[application]\nname = \"b\"\n[component.good]\nsource = \"g.wasm\"\n[component.good.build]\ncommand = \"echo built > out.txt\"\nworkdir = \"sub\"\n[component.bad]\nsource = \"b.wasm\"\n[component.bad.build]\ncommand = [\"echo first-step\", \"echo broken-on-purpose >&2; exit 3\"]\n",
     )]);
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr"))
-        .args(["build", "-f"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr")).args(["build", "-f"]).arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stdout.contains("Building component good"), "{stdout}");
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("sub/out.txt"))
-            .unwrap()
-            .trim(),
-        "built"
-    );
-    assert!(
-        stderr.contains("component `bad`")
-            && stderr.contains("broken-on-purpose")
-            && stderr.contains("exit status: 3"),
-        "{stderr}"
-    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("sub/out.txt")).unwrap().trim(), "built");
+    assert!(stderr.contains("component `bad`") && stderr.contains("broken-on-purpose") && stderr.contains("exit status: 3"), "{stderr}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr"))
         .args(["build", "-c", "good", "-f"])
         .arg(dir.path().join("spin.toml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

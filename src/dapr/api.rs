@@ -28,14 +28,9 @@ fn empty(status: StatusCode) -> Resp {
 }
 
 fn json(status: StatusCode, v: &Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(v).unwrap_or_default(),
-    )));
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
 }
 
@@ -44,18 +39,13 @@ fn error(e: ApiError) -> Resp {
 }
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// `metadata.<k>=v` query parameters.
 fn query_metadata(query: Option<&str>) -> BTreeMap<String, String> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .filter_map(|(k, v)| {
-            k.strip_prefix("metadata.")
-                .map(|k| (k.to_string(), v.into_owned()))
-        })
+        .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k.to_string(), v.into_owned())))
         .collect()
 }
 
@@ -70,11 +60,7 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 
 impl Sidecar {
     /// Serves the API until `shutdown` resolves.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         tokio::pin!(shutdown);
@@ -110,15 +96,10 @@ impl Sidecar {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let is_health = parts.method == Method::GET
-            && (path == "/v1.0/healthz" || path == "/v1.0/healthz/outbound");
+        let is_health = parts.method == Method::GET && (path == "/v1.0/healthz" || path == "/v1.0/healthz/outbound");
         if let Some(token) = &self.cfg.api_token
             && !is_health
-            && parts
-                .headers
-                .get("dapr-api-token")
-                .and_then(|v| v.to_str().ok())
-                != Some(token.as_str())
+            && parts.headers.get("dapr-api-token").and_then(|v| v.to_str().ok()) != Some(token.as_str())
         {
             let mut r = Response::new(Full::new(Bytes::from_static(b"invalid api token")));
             *r.status_mut() = StatusCode::UNAUTHORIZED;
@@ -127,19 +108,11 @@ impl Sidecar {
         let body = match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return error(ApiError::malformed(format!(
-                    "failed reading the request body: {e}"
-                )));
+                return error(ApiError::malformed(format!("failed reading the request body: {e}")));
             }
         };
         let query = parts.uri.query();
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let m = &parts.method;
         match (segs.as_slice(), m) {
             (["v1.0", "healthz"], &Method::GET) => {
@@ -151,65 +124,38 @@ impl Sidecar {
             }
             (["v1.0", "healthz", "outbound"], &Method::GET) => empty(StatusCode::NO_CONTENT),
             (["v1.0", "metadata"], &Method::GET) => json(StatusCode::OK, &self.metadata().await),
-            (
-                [
-                    "v1.0-alpha1" | "v1.0",
-                    "publish",
-                    "bulk",
-                    pubsub,
-                    topic @ ..,
-                ],
-                &Method::POST | &Method::PUT,
-            ) => self
-                .bulk_publish(&decode(pubsub), &decode(&topic.join("/")), query, &body)
-                .await
-                .unwrap_or_else(error),
+            (["v1.0-alpha1" | "v1.0", "publish", "bulk", pubsub, topic @ ..], &Method::POST | &Method::PUT) => {
+                self.bulk_publish(&decode(pubsub), &decode(&topic.join("/")), query, &body).await.unwrap_or_else(error)
+            }
             (["v1.0", "publish", pubsub, topic @ ..], &Method::POST | &Method::PUT) => {
                 let ct = header("content-type");
                 let tp = header("traceparent").unwrap_or_default();
                 let ts = header("tracestate").unwrap_or_default();
-                match self
-                    .publish(
-                        &decode(pubsub),
-                        &decode(&topic.join("/")),
-                        query_metadata(query),
-                        ct.as_deref(),
-                        &tp,
-                        &ts,
-                        &body,
-                    )
-                    .await
+                match self.publish(&decode(pubsub), &decode(&topic.join("/")), query_metadata(query), ct.as_deref(), &tp, &ts, &body).await
                 {
                     Ok(()) => empty(StatusCode::NO_CONTENT),
                     Err(e) => error(e),
                 }
             }
-            (["v1.0", "state", store, "bulk"], &Method::POST | &Method::PUT) => self
-                .state_bulk(&decode(store), &body)
-                .await
-                .unwrap_or_else(error),
+            (["v1.0", "state", store, "bulk"], &Method::POST | &Method::PUT) => {
+                self.state_bulk(&decode(store), &body).await.unwrap_or_else(error)
+            }
             (["v1.0", "state", store, "transaction"], &Method::POST | &Method::PUT) => {
                 match self.state_transaction(&decode(store), &body).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT),
                     Err(e) => error(e),
                 }
             }
-            (["v1.0", "state", store], &Method::POST | &Method::PUT) => {
-                match self.state_save(&decode(store), &body).await {
-                    Ok(()) => empty(StatusCode::NO_CONTENT),
-                    Err(e) => error(e),
-                }
+            (["v1.0", "state", store], &Method::POST | &Method::PUT) => match self.state_save(&decode(store), &body).await {
+                Ok(()) => empty(StatusCode::NO_CONTENT),
+                Err(e) => error(e),
+            },
+            (["v1.0", "state", store, key @ ..], &Method::GET) if !key.is_empty() => {
+                self.state_get(&decode(store), &decode(&key.join("/"))).await.unwrap_or_else(error)
             }
-            (["v1.0", "state", store, key @ ..], &Method::GET) if !key.is_empty() => self
-                .state_get(&decode(store), &decode(&key.join("/")))
-                .await
-                .unwrap_or_else(error),
             (["v1.0", "state", store, key @ ..], &Method::DELETE) if !key.is_empty() => {
                 let etag = header("if-match");
-                match self
-                    .state_delete(&decode(store), &decode(&key.join("/")), etag, query)
-                    .await
-                {
+                match self.state_delete(&decode(store), &decode(&key.join("/")), etag, query).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT),
                     Err(e) => error(e),
                 }
@@ -219,13 +165,9 @@ impl Sidecar {
         }
     }
 
-    fn check_publish(
-        &self,
-        pubsub: &str,
-        topic: &str,
-    ) -> Result<Arc<dyn super::pubsub::PubSub>, ApiError> {
+    fn check_publish(&self, pubsub: &str, topic: &str) -> Result<Arc<dyn super::pubsub::PubSub>, ApiError> {
         if self.pubsubs.is_empty() {
-            return Err(ApiError::pubsub_not_configured());
+            return Err(ApiError::pubsub_not_configured(pubsub));
         }
         if pubsub.is_empty() {
             return Err(ApiError::pubsub_empty());
@@ -257,60 +199,37 @@ impl Sidecar {
         let ps = self.check_publish(pubsub, topic)?;
         let raw = match metadata.get("rawPayload") {
             None => false,
-            Some(v) => parse_go_bool(v).ok_or_else(|| ApiError::pubsub_metadata(format!("failed deserializing metadata: rawPayload: strconv.ParseBool: parsing {v:?}: invalid syntax")))?,
+            Some(v) => parse_go_bool(v)
+                .ok_or_else(|| ApiError::pubsub_metadata(format!("rawPayload: strconv.ParseBool: parsing {v:?}: invalid syntax")))?,
         };
         let data = if raw {
             Bytes::copy_from_slice(body)
         } else {
-            let input = PublishInput {
-                app_id: &self.cfg.app_id,
-                pubsub,
-                topic,
-                content_type,
-                traceparent,
-                tracestate,
-                metadata: &metadata,
-            };
-            let ce = cloudevents::envelope(&input, body, chrono::Utc::now())
-                .map_err(|e| ApiError::pubsub_cloud_events_ser(topic, pubsub, e))?;
+            let input =
+                PublishInput { app_id: &self.cfg.app_id, pubsub, topic, content_type, traceparent, tracestate, metadata: &metadata };
+            let ce = cloudevents::envelope(&input, body, chrono::Utc::now()).map_err(|e| {
+                tracing::debug!("cannot create cloudevent for topic {topic} pubsub {pubsub}: {e}");
+                ApiError::pubsub_cloud_events_ser()
+            })?;
             Bytes::from(cloudevents::to_go_json(&ce))
         };
-        self.send(
-            &ps,
-            pubsub,
-            Message {
-                topic: topic.into(),
-                data,
-                metadata,
-            },
-        )
-        .await
+        self.send(&ps, pubsub, Message { topic: topic.into(), data, metadata })
+            .await
+            .map_err(|e| ApiError::pubsub_publish(topic, pubsub, e))
     }
 
-    async fn send(
-        &self,
-        ps: &Arc<dyn super::pubsub::PubSub>,
-        pubsub: &str,
-        msg: Message,
-    ) -> Result<(), ApiError> {
+    /// Publishes through the component's outbound timeout policy, if any.
+    async fn send(&self, ps: &Arc<dyn super::pubsub::PubSub>, pubsub: &str, msg: Message) -> Result<(), String> {
         let fut = ps.publish(msg);
         let res = match self.resources.outbound_timeout(pubsub) {
-            Some(t) => tokio::time::timeout(t, fut)
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {t:?}"))),
+            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {t:?}"))),
             None => fut.await,
         };
-        res.map_err(|e| ApiError::pubsub_publish(format!("{e:#}")))
+        res.map_err(|e| format!("{e:#}"))
     }
 
     /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`.
-    async fn bulk_publish(
-        &self,
-        pubsub: &str,
-        topic: &str,
-        query: Option<&str>,
-        body: &[u8],
-    ) -> Result<Resp, ApiError> {
+    async fn bulk_publish(&self, pubsub: &str, topic: &str, query: Option<&str>, body: &[u8]) -> Result<Resp, ApiError> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Entry {
@@ -324,36 +243,20 @@ impl Sidecar {
         }
         let ps = self.check_publish(pubsub, topic)?;
         let req_md = query_metadata(query);
-        let entries: Vec<Entry> = serde_json::from_slice(body).map_err(|e| {
-            ApiError::pubsub_events_ser(format!(
-                "error when unmarshaling the request for topic {topic} pubsub {pubsub}: {e}"
-            ))
-        })?;
+        let entries: Vec<Entry> = serde_json::from_slice(body).map_err(|e| ApiError::pubsub_unmarshal_events(topic, pubsub, e))?;
         let mut ids = std::collections::HashSet::new();
         for e in &entries {
-            if e.entry_id.is_empty() {
-                return Err(ApiError::pubsub_events_ser(format!(
-                    "error: entryId is duplicated or not present for entry in topic {topic} pubsub {pubsub}"
-                )));
-            }
-            if !ids.insert(e.entry_id.clone()) {
-                return Err(ApiError::pubsub_events_ser(format!(
-                    "error: entryId is duplicated or not present for entry in topic {topic} pubsub {pubsub}"
-                )));
+            if e.entry_id.is_empty() || !ids.insert(e.entry_id.clone()) {
+                return Err(ApiError::pubsub_unmarshal_events(topic, pubsub, "entryId is duplicated or not present for entry"));
             }
         }
-        let raw = req_md
-            .get("rawPayload")
-            .and_then(|v| parse_go_bool(v))
-            .unwrap_or(false);
+        let raw = req_md.get("rawPayload").and_then(|v| parse_go_bool(v)).unwrap_or(false);
         let mut failed = Vec::new();
         for e in entries {
             let mut md = req_md.clone();
             md.extend(e.metadata.clone());
             let bytes: Vec<u8> = match &e.event {
-                Value::String(s) if !cloudevents::is_json_content_type(&e.content_type) => {
-                    s.clone().into_bytes()
-                }
+                Value::String(s) if !cloudevents::is_json_content_type(&e.content_type) => s.clone().into_bytes(),
                 v => serde_json::to_vec(v).unwrap_or_default(),
             };
             let data = if raw {
@@ -377,19 +280,8 @@ impl Sidecar {
                     }
                 }
             };
-            if let Err(err) = self
-                .send(
-                    &ps,
-                    pubsub,
-                    Message {
-                        topic: topic.into(),
-                        data,
-                        metadata: md,
-                    },
-                )
-                .await
-            {
-                failed.push(serde_json::json!({"entryId": e.entry_id, "error": err.message}));
+            if let Err(err) = self.send(&ps, pubsub, Message { topic: topic.into(), data, metadata: md }).await {
+                failed.push(serde_json::json!({"entryId": e.entry_id, "error": err}));
             }
         }
         if failed.is_empty() {
@@ -404,19 +296,15 @@ impl Sidecar {
 
     fn store(&self, name: &str) -> Result<&super::StateEntry, ApiError> {
         if self.states.is_empty() {
-            return Err(ApiError::state_stores_not_configured());
+            return Err(ApiError::state_stores_not_configured(name));
         }
-        self.states
-            .get(name)
-            .ok_or_else(|| ApiError::state_store_not_found(name))
+        self.states.get(name).ok_or_else(|| ApiError::state_store_not_found(name))
     }
 
     /// The stored key for `key`, after the store's `keyPrefix` strategy.
     fn state_key(&self, entry: &super::StateEntry, key: &str) -> Result<String, ApiError> {
         if key.contains("||") {
-            return Err(ApiError::malformed(format!(
-                "input key/keyPrefix '{key}' can't contain '||'"
-            )));
+            return Err(ApiError::malformed(format!("input key/keyPrefix '{key}' can't contain '||'")));
         }
         let prefix = match entry.component.meta("keyPrefix").unwrap_or("appid") {
             "appid" | "" => Some(self.cfg.app_id.clone()),
@@ -428,9 +316,7 @@ impl Sidecar {
             "none" => None,
             literal => {
                 if literal.contains("||") {
-                    return Err(ApiError::malformed(format!(
-                        "input key/keyPrefix '{literal}' can't contain '||'"
-                    )));
+                    return Err(ApiError::malformed(format!("input key/keyPrefix '{literal}' can't contain '||'")));
                 }
                 Some(literal.to_string())
             }
@@ -447,10 +333,7 @@ impl Sidecar {
         match entry.store.get(&k).await {
             Ok(Some(item)) => {
                 let mut r = Response::new(Full::new(item.data));
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
+                r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
                 if let Some(etag) = item.etag.and_then(|e| http::HeaderValue::from_str(&e).ok()) {
                     r.headers_mut().insert(http::header::ETAG, etag);
                 }
@@ -467,9 +350,9 @@ impl Sidecar {
         for r in reqs {
             let req = self.set_request(entry, r)?;
             entry.store.set(req).await.map_err(|e| match e {
-                StateError::EtagMismatch(_) => ApiError::state_save(StatusCode::CONFLICT, e),
-                StateError::InvalidEtag(_) => ApiError::state_save(StatusCode::BAD_REQUEST, e),
-                StateError::Other(_) => ApiError::state_save(StatusCode::INTERNAL_SERVER_ERROR, e),
+                StateError::EtagMismatch(_) => ApiError::state_save(StatusCode::CONFLICT, store, e),
+                StateError::InvalidEtag(_) => ApiError::state_save(StatusCode::BAD_REQUEST, store, e),
+                StateError::Other(_) => ApiError::state_save(StatusCode::INTERNAL_SERVER_ERROR, store, e),
             })?;
         }
         Ok(())
@@ -477,9 +360,7 @@ impl Sidecar {
 
     fn set_request(&self, entry: &super::StateEntry, r: ItemReq) -> Result<SetRequest, ApiError> {
         if r.key.is_empty() {
-            return Err(ApiError::malformed(
-                "failed saving state in state store: \"key\" is a required field",
-            ));
+            return Err(ApiError::malformed("failed saving state in state store: \"key\" is a required field"));
         }
         Ok(SetRequest {
             key: self.state_key(entry, &r.key)?,
@@ -491,42 +372,18 @@ impl Sidecar {
         })
     }
 
-    async fn state_delete(
-        &self,
-        store: &str,
-        key: &str,
-        etag: Option<String>,
-        query: Option<&str>,
-    ) -> Result<(), ApiError> {
+    async fn state_delete(&self, store: &str, key: &str, etag: Option<String>, query: Option<&str>) -> Result<(), ApiError> {
         let entry = self.store(store)?;
         let k = self.state_key(entry, key)?;
         let concurrency = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
             .find(|(k, _)| k == "concurrency")
-            .map(|(_, v)| {
-                if v == "first-write" {
-                    Concurrency::FirstWrite
-                } else {
-                    Concurrency::LastWrite
-                }
-            })
+            .map(|(_, v)| if v == "first-write" { Concurrency::FirstWrite } else { Concurrency::LastWrite })
             .unwrap_or_default();
-        entry
-            .store
-            .delete(DeleteRequest {
-                key: k,
-                etag,
-                concurrency,
-            })
-            .await
-            .map_err(|e| match e {
-                StateError::EtagMismatch(_) => ApiError::state_delete(StatusCode::CONFLICT, key, e),
-                StateError::InvalidEtag(_) => {
-                    ApiError::state_delete(StatusCode::BAD_REQUEST, key, e)
-                }
-                StateError::Other(_) => {
-                    ApiError::state_delete(StatusCode::INTERNAL_SERVER_ERROR, key, e)
-                }
-            })
+        entry.store.delete(DeleteRequest { key: k, etag, concurrency }).await.map_err(|e| match e {
+            StateError::EtagMismatch(_) => ApiError::state_delete(StatusCode::CONFLICT, key, e),
+            StateError::InvalidEtag(_) => ApiError::state_delete(StatusCode::BAD_REQUEST, key, e),
+            StateError::Other(_) => ApiError::state_delete(StatusCode::INTERNAL_SERVER_ERROR, key, e),
+        })
     }
 
     async fn state_bulk(&self, store: &str, body: &[u8]) -> Result<Resp, ApiError> {
@@ -538,17 +395,15 @@ impl Sidecar {
             parallelism: Option<u32>,
         }
         let entry = self.store(store)?;
-        let b: Bulk = serde_json::from_slice(body)
-            .map_err(|e| ApiError::malformed(format!("failed parsing the bulk request: {e}")))?;
+        let b: Bulk = serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("failed parsing the bulk request: {e}")))?;
         let mut out = Vec::new();
         for key in b.keys {
             let k = self.state_key(entry, &key)?;
             let mut item = serde_json::json!({ "key": key });
             match entry.store.get(&k).await {
                 Ok(Some(i)) => {
-                    item["data"] = serde_json::from_slice(&i.data).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&i.data).into_owned())
-                    });
+                    item["data"] =
+                        serde_json::from_slice(&i.data).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&i.data).into_owned()));
                     if let Some(e) = i.etag {
                         item["etag"] = e.into();
                     }
@@ -576,21 +431,16 @@ impl Sidecar {
             request: Value,
         }
         let entry = self.store(store)?;
-        let tx: Tx = serde_json::from_slice(body)
-            .map_err(|e| ApiError::malformed(format!("failed parsing the transaction: {e}")))?;
+        let tx: Tx = serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("failed parsing the transaction: {e}")))?;
         let mut ops = Vec::new();
         let mut projections: BTreeMap<String, Value> = BTreeMap::new();
         let mut published: Vec<(String, Value, BTreeMap<String, String>)> = Vec::new();
         for op in tx.operations {
-            let r: ItemReq = serde_json::from_value(op.request).map_err(|e| {
-                ApiError::malformed(format!("failed parsing a transaction operation: {e}"))
-            })?;
+            let r: ItemReq = serde_json::from_value(op.request)
+                .map_err(|e| ApiError::malformed(format!("failed parsing a transaction operation: {e}")))?;
             match op.operation.as_str() {
                 "upsert" => {
-                    if r.metadata
-                        .get("outbox.projection")
-                        .is_some_and(|v| v == "true")
-                    {
+                    if r.metadata.get("outbox.projection").is_some_and(|v| v == "true") {
                         projections.insert(r.key.clone(), r.value.clone());
                         continue;
                     }
@@ -610,11 +460,7 @@ impl Sidecar {
                 other => return Err(ApiError::not_supported_state_operation(other)),
             }
         }
-        entry
-            .store
-            .multi(ops)
-            .await
-            .map_err(ApiError::transaction)?;
+        entry.store.multi(ops).await.map_err(ApiError::transaction)?;
         // The outbox: events leave only after the transaction committed.
         if let Some((pubsub, topic)) = &entry.outbox
             && let Some((ps, _)) = self.pubsubs.get(pubsub)
@@ -631,18 +477,11 @@ impl Sidecar {
                     tracestate: "",
                     metadata: &md,
                 };
-                let ce = cloudevents::envelope(&input, &body, chrono::Utc::now())
-                    .map_err(ApiError::transaction)?;
-                let msg = Message {
-                    topic: topic.clone(),
-                    data: Bytes::from(cloudevents::to_go_json(&ce)),
-                    metadata: BTreeMap::new(),
-                };
+                let ce = cloudevents::envelope(&input, &body, chrono::Utc::now()).map_err(ApiError::transaction)?;
+                let msg = Message { topic: topic.clone(), data: Bytes::from(cloudevents::to_go_json(&ce)), metadata: BTreeMap::new() };
                 if let Err(e) = ps.publish(msg).await {
                     tracing::error!(pubsub = %pubsub, topic = %topic, "outbox publish after commit failed: {e:#}");
-                    return Err(ApiError::transaction(format!(
-                        "the state committed but publishing its outbox event failed: {e:#}"
-                    )));
+                    return Err(ApiError::pubsub_outbox(format!("{e:#}")));
                 }
             }
         }
@@ -665,11 +504,7 @@ impl Sidecar {
             .await
             .iter()
             .map(|s| {
-                let mut rules: Vec<Value> = s
-                    .rules
-                    .iter()
-                    .map(|r| serde_json::json!({"match": r.match_, "path": r.path}))
-                    .collect();
+                let mut rules: Vec<Value> = s.rules.iter().map(|r| serde_json::json!({"match": r.match_, "path": r.path})).collect();
                 if let Some(d) = &s.default_path {
                     rules.push(serde_json::json!({"match": "", "path": d}));
                 }
@@ -694,7 +529,8 @@ impl Sidecar {
             "httpEndpoints": [],
         });
         if let Some(port) = self.cfg.app_port {
-            v["appConnectionProperties"] = serde_json::json!({"port": port, "protocol": "http", "channelAddress": self.cfg.app_host, "maxConcurrency": -1});
+            v["appConnectionProperties"] =
+                serde_json::json!({"port": port, "protocol": "http", "channelAddress": self.cfg.app_host, "maxConcurrency": -1});
         }
         v
     }
@@ -737,28 +573,16 @@ impl<'de> serde::Deserialize<'de> for ItemReq {
             Some("first-write") => Concurrency::FirstWrite,
             _ => Concurrency::LastWrite,
         };
-        Ok(ItemReq {
-            key: r.key,
-            value: r.value,
-            etag: r.etag.filter(|e| !e.is_empty()),
-            concurrency,
-            metadata: r.metadata,
-        })
+        Ok(ItemReq { key: r.key, value: r.value, etag: r.etag.filter(|e| !e.is_empty()), concurrency, metadata: r.metadata })
     }
 }
 
 fn parse_items(body: &[u8]) -> Result<Vec<ItemReq>, ApiError> {
-    serde_json::from_slice::<Vec<ItemReq>>(body)
-        .map_err(|e| ApiError::malformed(format!("failed to parse the state request body: {e}")))
+    serde_json::from_slice::<Vec<ItemReq>>(body).map_err(|e| ApiError::malformed(format!("failed to parse the state request body: {e}")))
 }
 
 /// `publishingScopes` / `subscriptionScopes` and `allowedTopics` component metadata.
-fn topic_allowed(
-    c: &super::resources::Component,
-    app_id: &str,
-    topic: &str,
-    scope_key: &str,
-) -> bool {
+fn topic_allowed(c: &super::resources::Component, app_id: &str, topic: &str, scope_key: &str) -> bool {
     if let Some(allowed) = c.meta("allowedTopics").filter(|v| !v.is_empty())
         && !allowed.split(',').any(|t| t.trim() == topic)
     {

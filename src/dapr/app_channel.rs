@@ -21,15 +21,8 @@ impl AppChannel {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
-        Self {
-            client,
-            base: format!("http://{host}:{port}"),
-            app_id: app_id.into(),
-            token,
-        }
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        Self { client, base: format!("http://{host}:{port}"), app_id: app_id.into(), token }
     }
 
     async fn call(&self, req: http::request::Builder, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
@@ -45,32 +38,16 @@ impl AppChannel {
 
     /// `GET /dapr/subscribe`.
     pub async fn get_subscribe(&self) -> anyhow::Result<(u16, Bytes)> {
-        self.call(
-            http::Request::get(format!("{}/dapr/subscribe", self.base)),
-            Bytes::new(),
-        )
-        .await
+        self.call(http::Request::get(format!("{}/dapr/subscribe", self.base)), Bytes::new()).await
     }
 
     /// Posts an event to `path` and returns the app's status and body.
-    pub async fn post_event(
-        &self,
-        path: &str,
-        body: Bytes,
-        headers: &[(String, String)],
-    ) -> anyhow::Result<(u16, Bytes)> {
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("/{path}")
-        };
-        let mut req = http::Request::post(format!("{}{path}", self.base))
-            .header("content-type", super::cloudevents::CLOUDEVENT_CONTENT_TYPE);
+    pub async fn post_event(&self, path: &str, body: Bytes, headers: &[(String, String)]) -> anyhow::Result<(u16, Bytes)> {
+        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        let mut req =
+            http::Request::post(format!("{}{path}", self.base)).header("content-type", super::cloudevents::CLOUDEVENT_CONTENT_TYPE);
         for (k, v) in headers {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_str(v),
-            ) {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
                 req = req.header(k, v);
             }
         }

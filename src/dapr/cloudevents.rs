@@ -25,99 +25,61 @@ pub struct PublishInput<'a> {
 
 /// Whether a content type is JSON (`application/json` or a `+json` suffix), as Dapr checks.
 pub fn is_json_content_type(ct: &str) -> bool {
-    let base = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     base == "application/json" || base.ends_with("+json")
 }
 
 fn is_binary_content_type(ct: &str) -> bool {
-    ct.split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("application/octet-stream")
+    ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream")
 }
 
 /// Builds the envelope for `body`. A body sent as `application/cloudevents+json` is
 /// kept, with daprd's overrides and defaults applied; invalid JSON there is an error.
-pub fn envelope(
-    input: &PublishInput,
-    body: &[u8],
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<BTreeMap<String, Value>, String> {
+pub fn envelope(input: &PublishInput, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> Result<BTreeMap<String, Value>, String> {
     let ct = input.content_type.filter(|c| !c.is_empty());
     let time = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut ce: BTreeMap<String, Value> = if ct.is_some_and(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case(CLOUDEVENT_CONTENT_TYPE)
-    }) {
-        let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        let Value::Object(m) = v else {
-            return Err("the cloud event is not a JSON object".into());
-        };
-        let mut m: BTreeMap<String, Value> = m.into_iter().collect();
-        m.entry("time".into())
-            .or_insert_with(|| Value::String(time.clone()));
-        if !m.contains_key("traceid") {
-            m.insert("traceid".into(), Value::String(input.traceparent.into()));
-            m.insert(
-                "traceparent".into(),
-                Value::String(input.traceparent.into()),
-            );
-            m.insert("tracestate".into(), Value::String(input.tracestate.into()));
-        }
-        m.entry("source".into())
-            .or_insert_with(|| Value::String("Dapr".into()));
-        m.entry("type".into())
-            .or_insert_with(|| Value::String(DEFAULT_TYPE.into()));
-        m.entry("specversion".into())
-            .or_insert_with(|| Value::String("1.0".into()));
-        m.entry("id".into())
-            .or_insert_with(|| Value::String(uuid::Uuid::new_v4().to_string()));
-        m
-    } else {
-        let ct = ct.unwrap_or("text/plain");
-        let mut m = BTreeMap::new();
-        m.insert("id".into(), Value::String(uuid::Uuid::new_v4().to_string()));
-        m.insert("specversion".into(), Value::String("1.0".into()));
-        m.insert("source".into(), Value::String(input.app_id.into()));
-        m.insert("type".into(), Value::String(DEFAULT_TYPE.into()));
-        m.insert("datacontenttype".into(), Value::String(ct.into()));
-        m.insert("traceid".into(), Value::String(input.traceparent.into()));
-        m.insert(
-            "traceparent".into(),
-            Value::String(input.traceparent.into()),
-        );
-        m.insert("tracestate".into(), Value::String(input.tracestate.into()));
-        m.insert("time".into(), Value::String(time));
-        if is_binary_content_type(ct) {
-            m.insert(
-                "data_base64".into(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
-            );
-        } else if is_json_content_type(ct) {
-            match serde_json::from_slice::<Value>(body) {
-                Ok(v) => m.insert("data".into(), v),
-                Err(_) => m.insert(
-                    "data".into(),
-                    Value::String(String::from_utf8_lossy(body).into_owned()),
-                ),
+    let mut ce: BTreeMap<String, Value> =
+        if ct.is_some_and(|c| c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(CLOUDEVENT_CONTENT_TYPE)) {
+            let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            let Value::Object(m) = v else {
+                return Err("the cloud event is not a JSON object".into());
             };
+            let mut m: BTreeMap<String, Value> = m.into_iter().collect();
+            m.entry("time".into()).or_insert_with(|| Value::String(time.clone()));
+            if !m.contains_key("traceid") {
+                m.insert("traceid".into(), Value::String(input.traceparent.into()));
+                m.insert("traceparent".into(), Value::String(input.traceparent.into()));
+                m.insert("tracestate".into(), Value::String(input.tracestate.into()));
+            }
+            m.entry("source".into()).or_insert_with(|| Value::String("Dapr".into()));
+            m.entry("type".into()).or_insert_with(|| Value::String(DEFAULT_TYPE.into()));
+            m.entry("specversion".into()).or_insert_with(|| Value::String("1.0".into()));
+            m.entry("id".into()).or_insert_with(|| Value::String(uuid::Uuid::new_v4().to_string()));
+            m
         } else {
-            m.insert(
-                "data".into(),
-                Value::String(String::from_utf8_lossy(body).into_owned()),
-            );
-        }
-        m
-    };
+            let ct = ct.unwrap_or("text/plain");
+            let mut m = BTreeMap::new();
+            m.insert("id".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+            m.insert("specversion".into(), Value::String("1.0".into()));
+            m.insert("source".into(), Value::String(input.app_id.into()));
+            m.insert("type".into(), Value::String(DEFAULT_TYPE.into()));
+            m.insert("datacontenttype".into(), Value::String(ct.into()));
+            m.insert("traceid".into(), Value::String(input.traceparent.into()));
+            m.insert("traceparent".into(), Value::String(input.traceparent.into()));
+            m.insert("tracestate".into(), Value::String(input.tracestate.into()));
+            m.insert("time".into(), Value::String(time));
+            if is_binary_content_type(ct) {
+                m.insert("data_base64".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(body)));
+            } else if is_json_content_type(ct) {
+                match serde_json::from_slice::<Value>(body) {
+                    Ok(v) => m.insert("data".into(), v),
+                    Err(_) => m.insert("data".into(), Value::String(String::from_utf8_lossy(body).into_owned())),
+                };
+            } else {
+                m.insert("data".into(), Value::String(String::from_utf8_lossy(body).into_owned()));
+            }
+            m
+        };
     ce.insert("topic".into(), Value::String(input.topic.into()));
     ce.insert("pubsubname".into(), Value::String(input.pubsub.into()));
     for (field, key) in [
@@ -134,24 +96,16 @@ pub fn envelope(
         }
     }
     if let Some(ttl) = input.metadata.get("ttlInSeconds") {
-        let secs: i64 = ttl
-            .parse()
-            .map_err(|_| format!("invalid ttlInSeconds {ttl:?}"))?;
+        let secs: i64 = ttl.parse().map_err(|_| format!("invalid ttlInSeconds {ttl:?}"))?;
         let exp = now + chrono::Duration::seconds(secs);
-        ce.insert(
-            "expiration".into(),
-            Value::String(exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        );
+        ce.insert("expiration".into(), Value::String(exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
     }
     Ok(ce)
 }
 
 /// Whether an envelope's `expiration` has passed.
 pub fn is_expired(ce: &Value, now: chrono::DateTime<chrono::Utc>) -> bool {
-    ce.get("expiration")
-        .and_then(Value::as_str)
-        .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
-        .is_some_and(|e| e < now)
+    ce.get("expiration").and_then(Value::as_str).and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok()).is_some_and(|e| e < now)
 }
 
 /// Serialises like Go's `json.Marshal` of `map[string]interface{}`.
@@ -215,11 +169,7 @@ fn write_value(out: &mut String, v: &Value) {
 fn go_number(n: &serde_json::Number) -> String {
     let f = n.as_f64().unwrap_or(0.0);
     if f == 0.0 {
-        return if f.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
+        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
     }
     let abs = f.abs();
     if (1e-6..1e21).contains(&abs) {
@@ -260,9 +210,7 @@ mod tests {
     use super::*;
 
     fn now() -> chrono::DateTime<chrono::Utc> {
-        chrono::DateTime::parse_from_rfc3339("2026-11-26T10:20:30.123Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc)
+        chrono::DateTime::parse_from_rfc3339("2026-11-26T10:20:30.123Z").unwrap().with_timezone(&chrono::Utc)
     }
 
     fn input<'a>(ct: Option<&'a str>, md: &'a BTreeMap<String, String>) -> PublishInput<'a> {
@@ -280,12 +228,8 @@ mod tests {
     #[test]
     fn json_body_is_embedded_and_serialised_like_go() {
         let md = BTreeMap::new();
-        let ce = envelope(
-            &input(Some("application/json"), &md),
-            br#"{"z":1,"a":"<b>&","n":1.5,"big":1e21,"small":0.0000001}"#,
-            now(),
-        )
-        .unwrap();
+        let ce =
+            envelope(&input(Some("application/json"), &md), br#"{"z":1,"a":"<b>&","n":1.5,"big":1e21,"small":0.0000001}"#, now()).unwrap();
         let bytes = String::from_utf8(to_go_json(&ce)).unwrap();
         let id = ce["id"].as_str().unwrap();
         assert_eq!(
@@ -301,16 +245,8 @@ mod tests {
     fn content_types_pick_the_data_field() {
         let md = BTreeMap::new();
         let ce = envelope(&input(None, &md), b"hello", now()).unwrap();
-        assert_eq!(
-            (ce["datacontenttype"].as_str(), ce["data"].as_str()),
-            (Some("text/plain"), Some("hello"))
-        );
-        let ce = envelope(
-            &input(Some("application/octet-stream"), &md),
-            &[0, 1, 2],
-            now(),
-        )
-        .unwrap();
+        assert_eq!((ce["datacontenttype"].as_str(), ce["data"].as_str()), (Some("text/plain"), Some("hello")));
+        let ce = envelope(&input(Some("application/octet-stream"), &md), &[0, 1, 2], now()).unwrap();
         assert_eq!(ce["data_base64"], "AAEC");
         assert!(!ce.contains_key("data"));
         let ce = envelope(&input(Some("application/json"), &md), b"{not json", now()).unwrap();
@@ -335,26 +271,15 @@ mod tests {
         assert_eq!(ce["source"], "Dapr");
         assert_eq!(ce["specversion"], "1.0");
         assert_eq!(ce["time"], "2026-11-26T10:20:30Z");
-        assert!(
-            envelope(
-                &input(Some("application/cloudevents+json"), &md),
-                b"nope",
-                now()
-            )
-            .is_err()
-        );
+        assert!(envelope(&input(Some("application/cloudevents+json"), &md), b"nope", now()).is_err());
     }
 
     #[test]
     fn metadata_overrides_and_ttl() {
-        let md: BTreeMap<String, String> = [
-            ("cloudevent.id", "fixed"),
-            ("cloudevent.subject", "s"),
-            ("ttlInSeconds", "60"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let md: BTreeMap<String, String> = [("cloudevent.id", "fixed"), ("cloudevent.subject", "s"), ("ttlInSeconds", "60")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let ce = envelope(&input(Some("text/plain"), &md), b"x", now()).unwrap();
         assert_eq!(ce["id"], "fixed");
         assert_eq!(ce["subject"], "s");

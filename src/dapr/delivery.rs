@@ -30,8 +30,7 @@ pub fn interpret(status: u16, body: &[u8]) -> Outcome {
             status: Option<String>,
         }
         // An empty, non-JSON or wrongly typed body counts as success.
-        let Ok(Some(Answer { status: Some(s) })) = serde_json::from_slice::<Option<Answer>>(body)
-        else {
+        let Ok(Some(Answer { status: Some(s) })) = serde_json::from_slice::<Option<Answer>>(body) else {
             return Outcome::Success;
         };
         return match s.as_str() {
@@ -67,18 +66,12 @@ impl Route {
             let program = if r.match_.trim().is_empty() {
                 None
             } else {
-                Some(cel::Program::compile(&r.match_).map_err(|e| {
-                    format!(
-                        "invalid CEL expression {:?} in subscription {}/{}: {e}",
-                        r.match_, sub.pubsub, sub.topic
-                    )
-                })?)
+                Some(
+                    cel::Program::compile(&r.match_)
+                        .map_err(|e| format!("invalid CEL expression {:?} in subscription {}/{}: {e}", r.match_, sub.pubsub, sub.topic))?,
+                )
             };
-            rules.push(CompiledRule {
-                program,
-                source: r.match_.clone(),
-                path: r.path.clone(),
-            });
+            rules.push(CompiledRule { program, source: r.match_.clone(), path: r.path.clone() });
         }
         Ok(Self { sub, rules })
     }
@@ -91,8 +84,7 @@ impl Route {
                 return Ok(Some(r.path.clone()));
             };
             let mut ctx = cel::Context::default();
-            let value =
-                cel::to_value(serde_json::json!({ "event": event })).map_err(|e| e.to_string())?;
+            let value = cel::to_value(serde_json::json!({ "event": event })).map_err(|e| e.to_string())?;
             if let cel::Value::Map(m) = value {
                 for (k, v) in m.map.iter() {
                     if let cel::objects::Key::String(k) = k {
@@ -104,10 +96,7 @@ impl Route {
                 Ok(cel::Value::Bool(true)) => return Ok(Some(r.path.clone())),
                 Ok(cel::Value::Bool(false)) => continue,
                 Ok(other) => {
-                    return Err(format!(
-                        "the match expression {:?} returned {other:?}, not a boolean",
-                        r.source
-                    ));
+                    return Err(format!("the match expression {:?} returned {other:?}, not a boolean", r.source));
                 }
                 Err(e) => return Err(format!("evaluating {:?}: {e}", r.source)),
             }
@@ -130,18 +119,13 @@ impl Delivery {
         let sub = &self.route.sub;
         let event: Value = match serde_json::from_slice(&msg.data) {
             Ok(v @ Value::Object(_)) => v,
-            _ if sub.metadata.get("rawPayload").is_some_and(|v| v == "true") => {
-                raw_envelope(&msg, sub)
-            }
+            _ if sub.metadata.get("rawPayload").is_some_and(|v| v == "true") => raw_envelope(&msg, sub),
             _ => {
-                tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, "the message is not a CloudEvent; dropping it");
-                return self.dead_letter(&msg, "not a CloudEvent").await;
+                tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, "error deserializing cloud event: the message is not a JSON object");
+                return self.fail(&msg, "the message is not a CloudEvent".into()).await;
             }
         };
-        let body = if matches!(
-            serde_json::from_slice::<Value>(&msg.data),
-            Ok(Value::Object(_))
-        ) {
+        let body = if matches!(serde_json::from_slice::<Value>(&msg.data), Ok(Value::Object(_))) {
             msg.data.clone()
         } else {
             Bytes::from(serde_json::to_vec(&event)?)
@@ -161,13 +145,10 @@ impl Delivery {
                 return self.fail(&msg, e).await;
             }
         };
+        // daprd adds `pubsubName` to the message metadata, and sends metadata as headers.
         let mut headers: Vec<(String, String)> = vec![("pubsubname".into(), sub.pubsub.clone())];
         for field in ["traceparent", "tracestate"] {
-            if let Some(v) = event
-                .get(field)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-            {
+            if let Some(v) = event.get(field).and_then(Value::as_str).filter(|v| !v.is_empty()) {
                 headers.push((field.into(), v.into()));
             }
         }
@@ -187,19 +168,12 @@ impl Delivery {
                     return self.dead_letter(&msg, &why).await;
                 }
                 Outcome::Retry(why) => {
-                    let may_retry = self
-                        .retry
-                        .as_ref()
-                        .is_some_and(|p| p.max_retries < 0 || i64::from(attempt) < p.max_retries);
+                    let may_retry = self.retry.as_ref().is_some_and(|p| p.max_retries < 0 || i64::from(attempt) < p.max_retries);
                     if !may_retry {
                         tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, attempts = attempt + 1, "delivery failed: {why}");
                         return self.fail(&msg, why).await;
                     }
-                    let delay = self
-                        .retry
-                        .as_ref()
-                        .map(|p| p.delay(attempt))
-                        .unwrap_or_default();
+                    let delay = self.retry.as_ref().map(|p| p.delay(attempt)).unwrap_or_default();
                     tracing::debug!(pubsub = %sub.pubsub, topic = %msg.topic, "retrying in {delay:?}: {why}");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -221,11 +195,7 @@ impl Delivery {
             return Ok(());
         };
         tracing::warn!(pubsub = %self.route.sub.pubsub, topic = %msg.topic, dead_letter_topic = %dlq, "sending the message to the dead-letter topic: {why}");
-        let m = Message {
-            topic: dlq.clone(),
-            data: msg.data.clone(),
-            metadata: msg.metadata.clone(),
-        };
+        let m = Message { topic: dlq.clone(), data: msg.data.clone(), metadata: msg.metadata.clone() };
         self.pubsub.publish(m).await
     }
 }
@@ -234,25 +204,14 @@ impl Delivery {
 fn raw_envelope(msg: &Message, sub: &Subscription) -> Value {
     use base64::Engine as _;
     let mut m = BTreeMap::new();
-    m.insert(
-        "id".to_string(),
-        Value::String(uuid::Uuid::new_v4().to_string()),
-    );
+    m.insert("id".to_string(), Value::String(uuid::Uuid::new_v4().to_string()));
     m.insert("specversion".to_string(), "1.0".into());
     m.insert("source".to_string(), "".into());
     m.insert("type".to_string(), "com.dapr.event.sent".into());
-    m.insert(
-        "datacontenttype".to_string(),
-        "application/octet-stream".into(),
-    );
+    m.insert("datacontenttype".to_string(), "application/octet-stream".into());
     m.insert("topic".to_string(), msg.topic.clone().into());
     m.insert("pubsubname".to_string(), sub.pubsub.clone().into());
-    m.insert(
-        "data_base64".to_string(),
-        base64::engine::general_purpose::STANDARD
-            .encode(&msg.data)
-            .into(),
-    );
+    m.insert("data_base64".to_string(), base64::engine::general_purpose::STANDARD.encode(&msg.data).into());
     Value::Object(m.into_iter().collect())
 }
 
@@ -275,33 +234,14 @@ mod tests {
             (204, "", Outcome::Success),
         ];
         for (status, body, want) in cases {
-            assert_eq!(
-                &interpret(*status, body.as_bytes()),
-                want,
-                "{status} {body}"
-            );
+            assert_eq!(&interpret(*status, body.as_bytes()), want, "{status} {body}");
         }
-        assert!(matches!(
-            interpret(200, br#"{"status":"RETRY"}"#),
-            Outcome::Retry(_)
-        ));
-        assert!(matches!(
-            interpret(200, br#"{"status":"DROP"}"#),
-            Outcome::Drop(_)
-        ));
-        assert!(
-            matches!(
-                interpret(200, br#"{"status":"success"}"#),
-                Outcome::Retry(_)
-            ),
-            "statuses are case-sensitive"
-        );
+        assert!(matches!(interpret(200, br#"{"status":"RETRY"}"#), Outcome::Retry(_)));
+        assert!(matches!(interpret(200, br#"{"status":"DROP"}"#), Outcome::Drop(_)));
+        assert!(matches!(interpret(200, br#"{"status":"success"}"#), Outcome::Retry(_)), "statuses are case-sensitive");
         assert!(matches!(interpret(404, b""), Outcome::Drop(_)));
         assert!(matches!(interpret(500, b""), Outcome::Retry(_)));
-        assert!(matches!(
-            interpret(503, br#"{"status":"SUCCESS"}"#),
-            Outcome::Retry(_)
-        ));
+        assert!(matches!(interpret(503, br#"{"status":"SUCCESS"}"#), Outcome::Retry(_)));
     }
 
     fn route(rules: &[(&str, &str)], default: Option<&str>) -> Route {
@@ -310,13 +250,7 @@ mod tests {
             "t".into(),
             None,
             Some(crate::dapr::resources::RoutesSpec {
-                rules: rules
-                    .iter()
-                    .map(|(m, p)| Rule {
-                        match_: m.to_string(),
-                        path: p.to_string(),
-                    })
-                    .collect(),
+                rules: rules.iter().map(|(m, p)| Rule { match_: m.to_string(), path: p.to_string() }).collect(),
                 default: default.map(str::to_owned),
             }),
             Default::default(),
@@ -328,38 +262,14 @@ mod tests {
 
     #[test]
     fn cel_rules_pick_routes_in_order() {
-        let r = route(
-            &[
-                (r#"event.type == "widget""#, "/widgets"),
-                (r#"event.data.n > 5"#, "/big"),
-            ],
-            Some("/default"),
-        );
-        assert_eq!(
-            r.path_for(&serde_json::json!({"type": "widget", "data": {"n": 1}}))
-                .unwrap()
-                .as_deref(),
-            Some("/widgets")
-        );
-        assert_eq!(
-            r.path_for(&serde_json::json!({"type": "x", "data": {"n": 9}}))
-                .unwrap()
-                .as_deref(),
-            Some("/big")
-        );
-        assert_eq!(
-            r.path_for(&serde_json::json!({"type": "x", "data": {"n": 1}}))
-                .unwrap()
-                .as_deref(),
-            Some("/default")
-        );
+        let r = route(&[(r#"event.type == "widget""#, "/widgets"), (r#"event.data.n > 5"#, "/big")], Some("/default"));
+        assert_eq!(r.path_for(&serde_json::json!({"type": "widget", "data": {"n": 1}})).unwrap().as_deref(), Some("/widgets"));
+        assert_eq!(r.path_for(&serde_json::json!({"type": "x", "data": {"n": 9}})).unwrap().as_deref(), Some("/big"));
+        assert_eq!(r.path_for(&serde_json::json!({"type": "x", "data": {"n": 1}})).unwrap().as_deref(), Some("/default"));
         let r = route(&[(r#"event.type == "widget""#, "/widgets")], None);
         assert_eq!(r.path_for(&serde_json::json!({"type": "x"})).unwrap(), None);
         let r = route(&[("", "/always")], None);
-        assert_eq!(
-            r.path_for(&serde_json::json!({})).unwrap().as_deref(),
-            Some("/always")
-        );
+        assert_eq!(r.path_for(&serde_json::json!({})).unwrap().as_deref(), Some("/always"));
         let r = route(&[(r#"event.type"#, "/not-bool")], None);
         assert!(r.path_for(&serde_json::json!({"type": "x"})).is_err());
         assert!(
@@ -368,10 +278,7 @@ mod tests {
                 "t".into(),
                 None,
                 Some(crate::dapr::resources::RoutesSpec {
-                    rules: vec![Rule {
-                        match_: "event.(".into(),
-                        path: "/x".into()
-                    }],
+                    rules: vec![Rule { match_: "event.(".into(), path: "/x".into() }],
                     default: None
                 }),
                 Default::default(),

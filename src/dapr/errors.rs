@@ -16,12 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            reason: None,
-        }
+        Self { status, code, message: message.into(), reason: None }
     }
 
     pub fn with_reason(mut self, reason: &'static str) -> Self {
@@ -43,141 +38,85 @@ impl ApiError {
     }
 
     // Pub/sub.
-    pub fn pubsub_not_configured() -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "ERR_PUBSUB_NOT_CONFIGURED",
-            "no pubsub is configured",
-        )
-        .with_reason("DAPR_PUBSUB_NOT_CONFIGURED")
+    pub fn pubsub_not_configured(name: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ERR_PUBSUB_NOT_CONFIGURED", format!("pubsub {name} is not configured"))
+            .with_reason("DAPR_PUBSUB_NOT_CONFIGURED")
     }
     pub fn pubsub_empty() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "ERR_PUBSUB_EMPTY",
-            "pubsub name is empty",
-        )
-        .with_reason("DAPR_PUBSUB_NAME_EMPTY")
+        Self::new(StatusCode::NOT_FOUND, "ERR_PUBSUB_EMPTY", "pubsub name is empty").with_reason("DAPR_PUBSUB_NAME_EMPTY")
     }
     pub fn topic_empty(pubsub: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "ERR_TOPIC_NAME_EMPTY",
-            format!("topic is empty in pubsub {pubsub}"),
-        )
-        .with_reason("DAPR_PUBSUB_TOPIC_NAME_EMPTY")
+        Self::new(StatusCode::NOT_FOUND, "ERR_TOPIC_NAME_EMPTY", format!("topic is empty in pubsub {pubsub}"))
+            .with_reason("DAPR_PUBSUB_TOPIC_NAME_EMPTY")
     }
     pub fn pubsub_not_found(name: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "ERR_PUBSUB_NOT_FOUND",
-            format!("pubsub {name} is not found"),
-        )
-        .with_reason("DAPR_PUBSUB_NOT_FOUND")
+        Self::new(StatusCode::NOT_FOUND, "ERR_PUBSUB_NOT_FOUND", format!("pubsub {name} is not found")).with_reason("DAPR_PUBSUB_NOT_FOUND")
     }
     pub fn pubsub_forbidden(topic: &str, app_id: &str) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "ERR_PUBSUB_FORBIDDEN",
-            format!("topic {topic} is not allowed for app id {app_id}"),
-        )
-        .with_reason("DAPR_PUBSUB_FORBIDDEN")
+        Self::new(StatusCode::FORBIDDEN, "ERR_PUBSUB_FORBIDDEN", format!("topic {topic} is not allowed for app id {app_id}"))
+            .with_reason("DAPR_PUBSUB_FORBIDDEN")
     }
-    pub fn pubsub_metadata(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "ERR_PUBSUB_REQUEST_METADATA",
-            message,
-        )
-        .with_reason("DAPR_PUBSUB_METADATA_DESERIALIZATION")
+    pub fn pubsub_metadata(err: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ERR_PUBSUB_REQUEST_METADATA", format!("failed deserializing metadata. Error: {err}"))
+            .with_reason("DAPR_PUBSUB_METADATA_DESERIALIZATION")
     }
-    pub fn pubsub_cloud_events_ser(topic: &str, pubsub: &str, err: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_PUBSUB_CLOUD_EVENTS_SER", format!("error when marshalling cloud event envelope for topic {topic} pubsub {pubsub}: {err}"))
+    pub fn pubsub_cloud_events_ser() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_PUBSUB_CLOUD_EVENTS_SER", "cannot create cloudevent")
             .with_reason("DAPR_PUBSUB_CLOUD_EVENT_CREATION")
     }
-    pub fn pubsub_publish(err: impl std::fmt::Display) -> Self {
+    pub fn pubsub_publish(topic: &str, pubsub: &str, err: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ERR_PUBSUB_PUBLISH_MESSAGE",
-            format!("error when publishing to topic: {err}"),
+            format!("error when publishing to topic {topic} in pubsub {pubsub}: {err}"),
         )
         .with_reason("DAPR_PUBSUB_PUBLISH_MESSAGE")
     }
-    pub fn pubsub_events_ser(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "ERR_PUBSUB_EVENTS_SER", message)
-            .with_reason("DAPR_PUBSUB_EVENTS_SER")
+    pub fn pubsub_unmarshal_events(topic: &str, pubsub: &str, err: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_PUBSUB_EVENTS_SER",
+            format!("error when unmarshaling the request for topic {topic} pubsub {pubsub}: {err}"),
+        )
+        .with_reason("DAPR_PUBSUB_UNMARSHAL_EVENTS")
+    }
+    pub fn pubsub_outbox(err: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_PUBLISH_OUTBOX", format!("error while publishing outbox message: {err}"))
     }
 
     // State.
-    pub fn state_stores_not_configured() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ERR_STATE_STORE_NOT_CONFIGURED",
-            "state store is not configured",
-        )
-        .with_reason("DAPR_STATE_NOT_CONFIGURED")
+    pub fn state_stores_not_configured(name: &str) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_STATE_STORE_NOT_CONFIGURED", format!("state store {name} is not configured"))
+            .with_reason("DAPR_STATE_NOT_CONFIGURED")
     }
     pub fn state_store_not_found(name: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "ERR_STATE_STORE_NOT_FOUND",
-            format!("state store {name} is not found"),
-        )
-        .with_reason("DAPR_STATE_NOT_FOUND")
+        Self::new(StatusCode::BAD_REQUEST, "ERR_STATE_STORE_NOT_FOUND", format!("state store {name} is not found"))
+            .with_reason("DAPR_STATE_NOT_FOUND")
     }
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", message)
-            .with_reason("DAPR_STATE_ILLEGAL_KEY")
+        Self::new(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", message).with_reason("DAPR_STATE_ILLEGAL_KEY")
     }
-    pub fn state_save(status: StatusCode, err: impl std::fmt::Display) -> Self {
-        Self::new(
-            status,
-            "ERR_STATE_SAVE",
-            format!("failed saving state in state store: {err}"),
-        )
+    pub fn state_save(status: StatusCode, store: &str, err: impl std::fmt::Display) -> Self {
+        Self::new(status, "ERR_STATE_SAVE", format!("failed saving state in state store {store}: {err}"))
     }
     pub fn state_get(key: &str, store: &str, err: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ERR_STATE_GET",
-            format!("fail to get {key} from state store {store}: {err}"),
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_STATE_GET", format!("fail to get {key} from state store {store}: {err}"))
     }
     pub fn state_delete(status: StatusCode, key: &str, err: impl std::fmt::Display) -> Self {
-        Self::new(
-            status,
-            "ERR_STATE_DELETE",
-            format!("failed deleting state with key {key}: {err}"),
-        )
+        Self::new(status, "ERR_STATE_DELETE", format!("failed deleting state with key {key}: {err}"))
     }
     pub fn state_bulk_get(err: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ERR_STATE_BULK_GET",
-            format!("failed getting state in bulk: {err}"),
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_STATE_BULK_GET", format!("failed getting state in bulk: {err}"))
     }
     pub fn transaction(err: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ERR_STATE_TRANSACTION",
-            format!("error while executing state transaction: {err}"),
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_STATE_TRANSACTION", format!("error while executing state transaction: {err}"))
     }
     pub fn not_supported_state_operation(op: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "ERR_NOT_SUPPORTED_STATE_OPERATION",
-            format!("operation type {op} not supported"),
-        )
+        Self::new(StatusCode::BAD_REQUEST, "ERR_NOT_SUPPORTED_STATE_OPERATION", format!("operation type {op} not supported"))
     }
 
     // Health and auth.
     pub fn health_not_ready() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ERR_HEALTH_NOT_READY",
-            "dapr is not ready",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_HEALTH_NOT_READY", "dapr is not ready")
     }
 }

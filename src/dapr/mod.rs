@@ -60,13 +60,7 @@ pub struct Sidecar {
 }
 
 fn default_component(name: &str, type_: &str) -> Component {
-    Component {
-        name: name.into(),
-        type_: type_.into(),
-        version: "v1".into(),
-        metadata: BTreeMap::new(),
-        file: PathBuf::from("<default>"),
-    }
+    Component { name: name.into(), type_: type_.into(), version: "v1".into(), metadata: BTreeMap::new(), file: PathBuf::from("<default>") }
 }
 
 impl Sidecar {
@@ -74,18 +68,11 @@ impl Sidecar {
     /// in-memory `pubsub` and `statestore` (as `dapr init --slim` gives none, but the
     /// local default here should work out of the box).
     pub fn new(cfg: SidecarConfig) -> anyhow::Result<Arc<Self>> {
-        let mut resources = if cfg.resources_paths.is_empty() {
-            Resources::default()
-        } else {
-            resources::load(&cfg.resources_paths, &cfg.app_id)?
-        };
+        let mut resources =
+            if cfg.resources_paths.is_empty() { Resources::default() } else { resources::load(&cfg.resources_paths, &cfg.app_id)? };
         if cfg.resources_paths.is_empty() {
-            resources
-                .components
-                .push(default_component("pubsub", "pubsub.in-memory"));
-            resources
-                .components
-                .push(default_component("statestore", "state.in-memory"));
+            resources.components.push(default_component("pubsub", "pubsub.in-memory"));
+            resources.components.push(default_component("statestore", "state.in-memory"));
         }
         let mut pubsubs = HashMap::new();
         let mut states = HashMap::new();
@@ -95,11 +82,8 @@ impl Sidecar {
                     pubsubs.insert(c.name.clone(), (pubsub::from_component(c)?, c.clone()));
                 }
                 "state" => {
-                    let outbox = match (c.meta("outboxPublishPubsub"), c.meta("outboxPublishTopic"))
-                    {
-                        (Some(p), Some(t)) if !p.is_empty() && !t.is_empty() => {
-                            Some((p.to_string(), t.to_string()))
-                        }
+                    let outbox = match (c.meta("outboxPublishPubsub"), c.meta("outboxPublishTopic")) {
+                        (Some(p), Some(t)) if !p.is_empty() && !t.is_empty() => Some((p.to_string(), t.to_string())),
                         (None, None) => None,
                         _ => anyhow::bail!(
                             "{}: state store {} sets only one of outboxPublishPubsub and outboxPublishTopic; set both",
@@ -107,14 +91,7 @@ impl Sidecar {
                             c.name
                         ),
                     };
-                    states.insert(
-                        c.name.clone(),
-                        StateEntry {
-                            store: state::from_component(c)?,
-                            component: c.clone(),
-                            outbox,
-                        },
-                    );
+                    states.insert(c.name.clone(), StateEntry { store: state::from_component(c)?, component: c.clone(), outbox });
                 }
                 _ => {}
             }
@@ -123,20 +100,10 @@ impl Sidecar {
             if let Some((p, _)) = &s.outbox
                 && !pubsubs.contains_key(p)
             {
-                anyhow::bail!(
-                    "{}: state store {name} publishes its outbox to pubsub {p}, which is not loaded",
-                    s.component.file.display()
-                );
+                anyhow::bail!("{}: state store {name} publishes its outbox to pubsub {p}, which is not loaded", s.component.file.display());
             }
         }
-        let app = cfg.app_port.map(|port| {
-            Arc::new(AppChannel::new(
-                &cfg.app_host,
-                port,
-                &cfg.app_id,
-                cfg.app_api_token.clone(),
-            ))
-        });
+        let app = cfg.app_port.map(|port| Arc::new(AppChannel::new(&cfg.app_host, port, &cfg.app_id, cfg.app_api_token.clone())));
         Ok(Arc::new(Self {
             subscriptions: RwLock::new(resources.subscriptions.clone()),
             ready: AtomicBool::new(app.is_none()),
@@ -158,16 +125,12 @@ impl Sidecar {
             match app.get_subscribe().await {
                 Ok((200, body)) => {
                     break parse_programmatic(&body).unwrap_or_else(|e| {
-                        tracing::error!(
-                            "the app's /dapr/subscribe answer is not a subscription list: {e}"
-                        );
+                        tracing::error!("the app's /dapr/subscribe answer is not a subscription list: {e}");
                         Vec::new()
                     });
                 }
                 Ok((status, _)) => {
-                    tracing::info!(
-                        "the app answered {status} to GET /dapr/subscribe: no programmatic subscriptions"
-                    );
+                    tracing::info!("the app answered {status} to GET /dapr/subscribe: no programmatic subscriptions");
                     break Vec::new();
                 }
                 Err(e) => {
@@ -183,28 +146,16 @@ impl Sidecar {
         }
         for s in &subs {
             let Some((ps, _)) = self.pubsubs.get(&s.pubsub) else {
-                tracing::warn!(
-                    "subscription to {}/{}: pubsub {} is not loaded; skipped",
-                    s.pubsub,
-                    s.topic,
-                    s.pubsub
-                );
+                tracing::warn!("subscription to {}/{}: pubsub {} is not loaded; skipped", s.pubsub, s.topic, s.pubsub);
                 continue;
             };
             let route = Route::compile(s.clone()).map_err(anyhow::Error::msg)?;
-            let d = Arc::new(Delivery {
-                route,
-                pubsub: ps.clone(),
-                app: app.clone(),
-                retry: self.resources.inbound_retry(&s.pubsub),
-            });
+            let d = Arc::new(Delivery { route, pubsub: ps.clone(), app: app.clone(), retry: self.resources.inbound_retry(&s.pubsub) });
             let handler: pubsub::Handler = Arc::new(move |m| {
                 let d = d.clone();
                 Box::pin(async move { d.deliver(m).await })
             });
-            ps.subscribe(&s.topic, handler)
-                .await
-                .with_context(|| format!("subscribing to {}/{}", s.pubsub, s.topic))?;
+            ps.subscribe(&s.topic, handler).await.with_context(|| format!("subscribing to {}/{}", s.pubsub, s.topic))?;
             tracing::info!(pubsub = %s.pubsub, topic = %s.topic, "app is subscribed to topic");
         }
         *self.subscriptions.write().await = subs;
@@ -242,17 +193,7 @@ pub fn parse_programmatic(body: &[u8]) -> Result<Vec<Subscription>, String> {
     let items: Vec<Item> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     Ok(items
         .into_iter()
-        .map(|i| {
-            Subscription::new(
-                i.pubsubname,
-                i.topic,
-                i.route,
-                i.routes,
-                i.metadata.unwrap_or_default(),
-                i.dead_letter_topic,
-                false,
-            )
-        })
+        .map(|i| Subscription::new(i.pubsubname, i.topic, i.route, i.routes, i.metadata.unwrap_or_default(), i.dead_letter_topic, false))
         .collect())
 }
 
@@ -271,10 +212,7 @@ mod tests {
         assert_eq!(subs[0].dead_letter_topic.as_deref(), Some("a-dlq"));
         assert_eq!(subs[1].rules.len(), 1);
         assert_eq!(subs[1].default_path.as_deref(), Some("/b"));
-        assert_eq!(
-            subs[1].metadata.get("rawPayload").map(String::as_str),
-            Some("true")
-        );
+        assert_eq!(subs[1].metadata.get("rawPayload").map(String::as_str), Some("true"));
         assert!(parse_programmatic(b"{}").is_err());
     }
 }

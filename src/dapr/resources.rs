@@ -104,10 +104,7 @@ impl Component {
 
     pub fn meta(&self, key: &str) -> Option<&str> {
         // Dapr matches metadata keys case-insensitively.
-        self.metadata
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+        self.metadata.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -181,19 +178,8 @@ impl Subscription {
         declarative: bool,
     ) -> Self {
         let routes = routes.unwrap_or_default();
-        let default_path = routes
-            .default
-            .filter(|d| !d.is_empty())
-            .or(route.filter(|r| !r.is_empty()));
-        Self {
-            pubsub,
-            topic,
-            rules: routes.rules,
-            default_path,
-            metadata,
-            dead_letter_topic: dlq.filter(|d| !d.is_empty()),
-            declarative,
-        }
+        let default_path = routes.default.filter(|d| !d.is_empty()).or(route.filter(|r| !r.is_empty()));
+        Self { pubsub, topic, rules: routes.rules, default_path, metadata, dead_letter_topic: dlq.filter(|d| !d.is_empty()), declarative }
     }
 }
 
@@ -281,11 +267,7 @@ pub struct TargetPolicies {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backoff {
     Constant(Duration),
-    Exponential {
-        initial: Duration,
-        max_interval: Duration,
-        multiplier: f64,
-    },
+    Exponential { initial: Duration, max_interval: Duration, multiplier: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -300,11 +282,7 @@ impl RetryPolicy {
     pub fn delay(&self, n: u32) -> Duration {
         match &self.backoff {
             Backoff::Constant(d) => *d,
-            Backoff::Exponential {
-                initial,
-                max_interval,
-                multiplier,
-            } => {
+            Backoff::Exponential { initial, max_interval, multiplier } => {
                 let d = initial.as_secs_f64() * multiplier.powi(n as i32);
                 Duration::from_secs_f64(d.min(max_interval.as_secs_f64()))
             }
@@ -330,12 +308,7 @@ impl Resources {
     /// the component's `inbound.retry`, else the built-in default policy names.
     pub fn inbound_retry(&self, component: &str) -> Option<RetryPolicy> {
         for spec in &self.resiliency {
-            let named = spec
-                .targets
-                .components
-                .get(component)
-                .and_then(|t| t.inbound.as_ref())
-                .and_then(|i| i.retry.as_ref());
+            let named = spec.targets.components.get(component).and_then(|t| t.inbound.as_ref()).and_then(|i| i.retry.as_ref());
             if let Some(name) = named
                 && let Some(r) = spec.policies.retries.get(name)
             {
@@ -360,20 +333,8 @@ impl Resources {
     /// The outbound timeout for a component, if a policy sets one.
     pub fn outbound_timeout(&self, component: &str) -> Option<Duration> {
         self.resiliency.iter().find_map(|spec| {
-            let name = spec
-                .targets
-                .components
-                .get(component)?
-                .outbound
-                .as_ref()?
-                .timeout
-                .as_ref()?;
-            let value = spec
-                .policies
-                .timeouts
-                .get(name)
-                .map(String::as_str)
-                .unwrap_or(name);
+            let name = spec.targets.components.get(component)?.outbound.as_ref()?.timeout.as_ref()?;
+            let value = spec.policies.timeouts.get(name).map(String::as_str).unwrap_or(name);
             parse_go_duration(value).ok()
         })
     }
@@ -382,38 +343,17 @@ impl Resources {
 fn retry_policy(r: &RetrySpec) -> Result<RetryPolicy, String> {
     let max_retries = r.max_retries.unwrap_or(-1);
     let backoff = match r.policy.as_deref().unwrap_or("constant") {
-        "constant" => Backoff::Constant(
-            r.duration
-                .as_deref()
-                .map(parse_go_duration)
-                .transpose()?
-                .unwrap_or(Duration::from_secs(5)),
-        ),
+        "constant" => Backoff::Constant(r.duration.as_deref().map(parse_go_duration).transpose()?.unwrap_or(Duration::from_secs(5))),
         "exponential" => Backoff::Exponential {
-            initial: r
-                .duration
-                .as_deref()
-                .map(parse_go_duration)
-                .transpose()?
-                .unwrap_or(Duration::from_millis(500)),
-            max_interval: r
-                .max_interval
-                .as_deref()
-                .map(parse_go_duration)
-                .transpose()?
-                .unwrap_or(Duration::from_secs(60)),
+            initial: r.duration.as_deref().map(parse_go_duration).transpose()?.unwrap_or(Duration::from_millis(500)),
+            max_interval: r.max_interval.as_deref().map(parse_go_duration).transpose()?.unwrap_or(Duration::from_secs(60)),
             multiplier: 1.5,
         },
         other => {
-            return Err(format!(
-                "unknown retry policy {other:?}: use constant or exponential"
-            ));
+            return Err(format!("unknown retry policy {other:?}: use constant or exponential"));
         }
     };
-    Ok(RetryPolicy {
-        backoff,
-        max_retries,
-    })
+    Ok(RetryPolicy { backoff, max_retries })
 }
 
 /// Component types the sidecar can run.
@@ -452,51 +392,25 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
         field: None,
         message: format!("cannot read: {e}"),
     })?;
-    let err = |line: Option<usize>, field: Option<String>, message: String| ResourceError {
-        file: file.into(),
-        line,
-        field,
-        message,
-    };
+    let err = |line: Option<usize>, field: Option<String>, message: String| ResourceError { file: file.into(), line, field, message };
     for doc in serde_norway::Deserializer::from_str(&text) {
-        let value = serde_norway::Value::deserialize(doc).map_err(|e| {
-            err(
-                e.location().map(|l| l.line()),
-                None,
-                format!("invalid YAML: {e}"),
-            )
-        })?;
+        let value =
+            serde_norway::Value::deserialize(doc).map_err(|e| err(e.location().map(|l| l.line()), None, format!("invalid YAML: {e}")))?;
         if value.is_null() {
             continue;
         }
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or("")
-            .to_string();
-        let api = value
-            .get("apiVersion")
-            .and_then(|k| k.as_str())
-            .unwrap_or("")
-            .to_string();
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+        let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
         if !api.starts_with("dapr.io/") {
             // daprd skips non-Dapr documents in a resources folder.
             tracing::debug!(file = %file.display(), "skipping a document that is not a Dapr resource");
             continue;
         }
-        let line_of = |needle: &str| {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(needle))
-                .map(|p| p + 1)
-        };
+        let line_of = |needle: &str| text.lines().position(|l| l.trim_start().starts_with(needle)).map(|p| p + 1);
         let typed = |e: serde_path_to_error::Error<serde_norway::Error>| {
             let field = e.path().to_string();
             let leaf = field.rsplit('.').next().unwrap_or(&field).to_string();
-            let line = e
-                .inner()
-                .location()
-                .map(|l| l.line())
-                .or_else(|| line_of(&format!("{leaf}:")));
+            let line = e.inner().location().map(|l| l.line()).or_else(|| line_of(&format!("{leaf}:")));
             err(line, Some(field), e.inner().to_string())
         };
         match kind.as_str() {
@@ -506,14 +420,9 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                     continue;
                 }
                 if let Some(a) = &doc.auth
-                    && a.secret_store
-                        .as_deref()
-                        .is_some_and(|s| s != "kubernetes" && s != "env")
+                    && a.secret_store.as_deref().is_some_and(|s| s != "kubernetes" && s != "env")
                 {
-                    tracing::warn!(
-                        "component {}: auth.secretStore is resolved from the environment here",
-                        doc.metadata.name
-                    );
+                    tracing::warn!("component {}: auth.secretStore is resolved from the environment here", doc.metadata.name);
                 }
                 if !SUPPORTED_TYPES.contains(&doc.spec.type_.as_str()) {
                     return Err(err(
@@ -529,13 +438,8 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 }
                 let mut metadata = BTreeMap::new();
                 for (i, m) in doc.spec.metadata.iter().enumerate() {
-                    let value = metadata_value(m).map_err(|e| {
-                        err(
-                            line_of(&format!("- name: {}", m.name)),
-                            Some(format!("spec.metadata[{i}]")),
-                            e,
-                        )
-                    })?;
+                    let value = metadata_value(m)
+                        .map_err(|e| err(line_of(&format!("- name: {}", m.name)), Some(format!("spec.metadata[{i}]")), e))?;
                     metadata.insert(m.name.clone(), value);
                 }
                 out.components.push(Component {
@@ -547,8 +451,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 });
             }
             "Subscription" => {
-                let doc: SubscriptionDoc =
-                    serde_path_to_error::deserialize(value).map_err(typed)?;
+                let doc: SubscriptionDoc = serde_path_to_error::deserialize(value).map_err(typed)?;
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
                     continue;
                 }
@@ -558,21 +461,10 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                     return Err(err(
                         line_of("spec:"),
                         Some("spec.route".into()),
-                        format!(
-                            "subscription {} has neither `route` (v1alpha1) nor `routes` (v2alpha1)",
-                            doc.metadata.name
-                        ),
+                        format!("subscription {} has neither `route` (v1alpha1) nor `routes` (v2alpha1)", doc.metadata.name),
                     ));
                 }
-                out.subscriptions.push(Subscription::new(
-                    s.pubsubname,
-                    s.topic,
-                    s.route,
-                    s.routes,
-                    s.metadata,
-                    s.dead_letter_topic,
-                    true,
-                ));
+                out.subscriptions.push(Subscription::new(s.pubsubname, s.topic, s.route, s.routes, s.metadata, s.dead_letter_topic, true));
             }
             "Resiliency" => {
                 let doc: ResiliencyDoc = serde_path_to_error::deserialize(value).map_err(typed)?;
@@ -580,13 +472,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                     continue;
                 }
                 for (name, r) in &doc.spec.policies.retries {
-                    retry_policy(r).map_err(|e| {
-                        err(
-                            line_of(&format!("{name}:")),
-                            Some(format!("spec.policies.retries.{name}")),
-                            e,
-                        )
-                    })?;
+                    retry_policy(r).map_err(|e| err(line_of(&format!("{name}:")), Some(format!("spec.policies.retries.{name}")), e))?;
                 }
                 out.resiliency.push(doc.spec);
             }
@@ -597,9 +483,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 return Err(err(
                     line_of("kind:"),
                     Some("kind".into()),
-                    format!(
-                        "unknown resource kind {other:?}: expected Component, Subscription or Resiliency"
-                    ),
+                    format!("unknown resource kind {other:?}: expected Component, Subscription or Resiliency"),
                 ));
             }
         }
@@ -618,22 +502,16 @@ fn metadata_value(m: &MetadataItem) -> Result<String, String> {
         });
     }
     if let Some(r) = &m.secret_key_ref {
-        let key = r
-            .key
-            .as_deref()
-            .filter(|k| !k.is_empty())
-            .unwrap_or(&r.name);
+        let key = r.key.as_deref().filter(|k| !k.is_empty()).unwrap_or(&r.name);
         return std::env::var(key).or_else(|_| std::env::var(&r.name)).map_err(|_| {
-            format!("metadata {}: secretKeyRef {}/{key} is not set; the local secret store reads environment variables: export {key}=...", m.name, r.name)
+            format!(
+                "metadata {}: secretKeyRef {}/{key} is not set; the local secret store reads environment variables: export {key}=...",
+                m.name, r.name
+            )
         });
     }
     if let Some(e) = &m.env_ref {
-        return std::env::var(e).map_err(|_| {
-            format!(
-                "metadata {}: envRef {e} is not set in the environment",
-                m.name
-            )
-        });
+        return std::env::var(e).map_err(|_| format!("metadata {}: envRef {e} is not set in the environment", m.name));
     }
     Ok(String::new())
 }
@@ -661,10 +539,7 @@ mod tests {
         assert_eq!(r.components[0].meta("plain"), Some("3"));
         assert_eq!(r.components[0].meta("PW"), Some("hunter2"));
         assert_eq!(r.subscriptions[0].default_path.as_deref(), Some("/d"));
-        assert_eq!(
-            r.subscriptions[0].dead_letter_topic.as_deref(),
-            Some("t-dlq")
-        );
+        assert_eq!(r.subscriptions[0].dead_letter_topic.as_deref(), Some("t-dlq"));
         let p = r.inbound_retry("pubsub").unwrap();
         assert_eq!(p.max_retries, 3);
         assert_eq!(p.delay(0), Duration::from_millis(100));
@@ -691,11 +566,7 @@ mod tests {
         let e = load(&[d.path().to_path_buf()], "a").unwrap_err();
         assert!(e.to_string().contains("metdata"), "{e}");
         assert_eq!(e.line, Some(8), "{e}");
-        write(
-            d.path(),
-            "c.yaml",
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [unclosed\n",
-        );
+        write(d.path(), "c.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [unclosed\n");
         let e = load(&[d.path().to_path_buf()], "a").unwrap_err();
         assert!(e.to_string().contains("invalid YAML"), "{e}");
     }

@@ -41,10 +41,7 @@ pub struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     pub fn new(text: &'a str) -> Self {
-        Self {
-            text,
-            root: DeTable::parse(text).ok(),
-        }
+        Self { text, root: DeTable::parse(text).ok() }
     }
 
     pub fn text(&self) -> &'a str {
@@ -69,8 +66,7 @@ impl<'a> Locator<'a> {
                         (None, Some(DeValue::Table(t))) => t,
                         _ => break,
                     };
-                    let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k)
-                    else {
+                    let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k) else {
                         break;
                     };
                     best = Some(key.span());
@@ -122,33 +118,11 @@ mod tests {
         let text = "a = 1\n[component.x]\nsource = \"x.wasm\"\n\n[[trigger.http]]\nroute = \"/\"\n[[trigger.http]]\nroute = \"/b\"\n";
         let loc = Locator::new(text);
         assert_eq!(loc.position(&[Seg::key("a")]), Some((1, 1)));
-        assert_eq!(
-            loc.position(&[Seg::key("component"), Seg::key("x"), Seg::key("source")]),
-            Some((3, 1))
-        );
-        assert_eq!(
-            loc.position(&[
-                Seg::key("trigger"),
-                Seg::key("http"),
-                Seg::Index(1),
-                Seg::key("route")
-            ]),
-            Some((8, 1))
-        );
+        assert_eq!(loc.position(&[Seg::key("component"), Seg::key("x"), Seg::key("source")]), Some((3, 1)));
+        assert_eq!(loc.position(&[Seg::key("trigger"), Seg::key("http"), Seg::Index(1), Seg::key("route")]), Some((8, 1)));
         // A missing leaf falls back to the deepest present parent.
-        assert_eq!(
-            loc.position(&[Seg::key("component"), Seg::key("x"), Seg::key("nope")]),
-            Some((2, 12))
-        );
-        assert_eq!(
-            display_path(&[
-                Seg::key("trigger"),
-                Seg::key("http"),
-                Seg::Index(1),
-                Seg::key("route")
-            ]),
-            "trigger.http[1].route"
-        );
+        assert_eq!(loc.position(&[Seg::key("component"), Seg::key("x"), Seg::key("nope")]), Some((2, 12)));
+        assert_eq!(display_path(&[Seg::key("trigger"), Seg::key("http"), Seg::Index(1), Seg::key("route")]), "trigger.http[1].route");
     }
 
     #[test]

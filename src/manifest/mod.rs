@@ -39,18 +39,10 @@ pub struct ErrorSite<'a> {
 
 impl<'a> ErrorSite<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
-        Self {
-            file,
-            locator: Locator::new(text),
-        }
+        Self { file, locator: Locator::new(text) }
     }
 
-    pub fn error(
-        &self,
-        path: &[Seg],
-        message: impl Into<String>,
-        hint: Option<&str>,
-    ) -> ConfigError {
+    pub fn error(&self, path: &[Seg], message: impl Into<String>, hint: Option<&str>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             position: self.locator.position(path),
@@ -61,10 +53,7 @@ impl<'a> ErrorSite<'a> {
     }
 
     /// Deserialises the whole document, locating a failure by the error's span or path.
-    pub fn deserialize<T: serde::de::DeserializeOwned>(
-        &self,
-        text: &str,
-    ) -> Result<T, ConfigError> {
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<T, ConfigError> {
         let de = toml::de::Deserializer::parse(text).map_err(|e| self.toml_error(&[], &e))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = from_serde_path(e.path());
@@ -132,11 +121,7 @@ pub enum TriggerTarget {
 
 /// Resolves `-f/--from`: a spin.toml file or a folder holding one.
 pub fn resolve_manifest_path(from: &Path) -> PathBuf {
-    if from.is_dir() {
-        from.join("spin.toml")
-    } else {
-        from.to_path_buf()
-    }
+    if from.is_dir() { from.join("spin.toml") } else { from.to_path_buf() }
 }
 
 /// Reads and validates a manifest file.
@@ -163,36 +148,20 @@ pub fn parse(path: &Path, text: &str) -> Result<App, ConfigError> {
             ));
         }
         None => {
-            return Err(site.error(
-                &[],
-                "missing `spin_manifest_version`",
-                Some("add `spin_manifest_version = 2` at the top of the file"),
-            ));
+            return Err(site.error(&[], "missing `spin_manifest_version`", Some("add `spin_manifest_version = 2` at the top of the file")));
         }
     }
     let manifest: AppManifest = site.deserialize(text)?;
     validate_and_normalise(path, &site, manifest)
 }
 
-fn validate_and_normalise(
-    path: &Path,
-    site: &ErrorSite,
-    m: AppManifest,
-) -> Result<App, ConfigError> {
+fn validate_and_normalise(path: &Path, site: &ErrorSite, m: AppManifest) -> Result<App, ConfigError> {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
     for (ty, cfg) in &m.application.trigger_global_configs {
-        let at = [
-            Seg::key("application"),
-            Seg::key("trigger"),
-            Seg::key(ty.clone()),
-        ];
+        let at = [Seg::key("application"), Seg::key("trigger"), Seg::key(ty.clone())];
         if ty != "http" {
-            return Err(site.error(
-                &at,
-                format!("unknown trigger type `{ty}`"),
-                Some("this host runs HTTP triggers only"),
-            ));
+            return Err(site.error(&at, format!("unknown trigger type `{ty}`"), Some("this host runs HTTP triggers only")));
         }
         for (k, v) in cfg {
             let mut p = at.to_vec();
@@ -207,11 +176,7 @@ fn validate_and_normalise(
                     ));
                 }
                 _ => {
-                    return Err(site.error(
-                        &p,
-                        format!("unknown field `{k}`, expected `base`"),
-                        None,
-                    ));
+                    return Err(site.error(&p, format!("unknown field `{k}`, expected `base`"), None));
                 }
             }
         }
@@ -220,19 +185,11 @@ fn validate_and_normalise(
     for (name, var) in &m.variables {
         let at = [Seg::key("variables"), Seg::key(name.clone())];
         check_lower_snake(name).map_err(|e| {
-            site.error(
-                &at,
-                format!("invalid variable name {name:?}: {e}"),
-                Some("variable names are lower_snake_case, e.g. `dapr_url`"),
-            )
+            site.error(&at, format!("invalid variable name {name:?}: {e}"), Some("variable names are lower_snake_case, e.g. `dapr_url`"))
         })?;
         match (var.required, &var.default) {
             (true, Some(_)) => {
-                return Err(site.error(
-                    &at,
-                    "a required variable cannot have a default",
-                    Some("remove `default` or `required = true`"),
-                ));
+                return Err(site.error(&at, "a required variable cannot have a default", Some("remove `default` or `required = true`")));
             }
             (false, None) => {
                 return Err(site.error(
@@ -249,26 +206,13 @@ fn validate_and_normalise(
     for (id, c) in &m.components {
         let at = vec![Seg::key("component"), Seg::key(id.clone())];
         check_kebab(id).map_err(|e| {
-            site.error(
-                &at,
-                format!("invalid component id {id:?}: {e}"),
-                Some("component ids are kebab-case, e.g. `todo-api`"),
-            )
+            site.error(&at, format!("invalid component id {id:?}: {e}"), Some("component ids are kebab-case, e.g. `todo-api`"))
         })?;
-        components.insert(
-            id.clone(),
-            component_def(site, &base_dir, &at, id, c, &m.variables)?,
-        );
+        components.insert(id.clone(), component_def(site, &base_dir, &at, id, c, &m.variables)?);
     }
 
     // Trigger ids first (as Spin: `<component>-http-trigger`, else `http-trigger<N>`), then inline components.
-    let mut taken: std::collections::HashSet<String> = m
-        .triggers
-        .http
-        .iter()
-        .filter(|t| !t.id.is_empty())
-        .map(|t| t.id.clone())
-        .collect();
+    let mut taken: std::collections::HashSet<String> = m.triggers.http.iter().filter(|t| !t.id.is_empty()).map(|t| t.id.clone()).collect();
     let mut counter = 1;
     let mut triggers = Vec::new();
     let mut inline_counter = 1;
@@ -293,18 +237,18 @@ fn validate_and_normalise(
         if let Some(Executor::Wagi(_)) = t.executor {
             let mut p = at.clone();
             p.push(Seg::key("executor"));
-            return Err(site.error(&p, "the Wagi executor is not supported by this host", Some("build the component with spin-sdk's #[http_component] (wasi:http) and drop `executor`")));
+            return Err(site.error(
+                &p,
+                "the Wagi executor is not supported by this host",
+                Some("build the component with spin-sdk's #[http_component] (wasi:http) and drop `executor`"),
+            ));
         }
         if let RouteConfig::Private(p) = &t.route
             && !p.private
         {
             let mut k = at.clone();
             k.push(Seg::key("route"));
-            return Err(site.error(
-                &k,
-                "route must be a string pattern or `{ private = true }`",
-                None,
-            ));
+            return Err(site.error(&k, "route must be a string pattern or `{ private = true }`", None));
         }
         if let RouteConfig::Route(r) = &t.route {
             let mut k = at.clone();
@@ -352,18 +296,11 @@ fn validate_and_normalise(
                 }
                 let mut k = at.clone();
                 k.push(Seg::key("component"));
-                components.insert(
-                    cid.clone(),
-                    component_def(site, &base_dir, &k, &cid, c, &m.variables)?,
-                );
+                components.insert(cid.clone(), component_def(site, &base_dir, &k, &cid, c, &m.variables)?);
                 TriggerTarget::Component(cid)
             }
         };
-        triggers.push(HttpTriggerDef {
-            id,
-            route: t.route.clone(),
-            target,
-        });
+        triggers.push(HttpTriggerDef { id, route: t.route.clone(), target });
     }
 
     Ok(App {
@@ -392,11 +329,7 @@ fn component_def(
         p
     };
     let unsupported = |k: &str, what: &str| {
-        Err(site.error(
-            &key(k),
-            format!("{what} is not supported by this host"),
-            Some("remove the key, or run this app on Spin itself"),
-        ))
+        Err(site.error(&key(k), format!("{what} is not supported by this host"), Some("remove the key, or run this app on Spin itself")))
     };
     if !c.allowed_http_hosts.is_empty() {
         return Err(site.error(
@@ -433,23 +366,15 @@ fn component_def(
     for (name, template) in &c.variables {
         let mut p = key("variables");
         p.push(Seg::key(name.clone()));
-        check_lower_snake(name).map_err(|e| {
-            site.error(
-                &p,
-                format!("invalid variable name {name:?}: {e}"),
-                Some("variable names are lower_snake_case"),
-            )
-        })?;
-        let t = crate::variables::Template::parse(template)
-            .map_err(|e| site.error(&p, e.to_string(), None))?;
+        check_lower_snake(name)
+            .map_err(|e| site.error(&p, format!("invalid variable name {name:?}: {e}"), Some("variable names are lower_snake_case")))?;
+        let t = crate::variables::Template::parse(template).map_err(|e| site.error(&p, e.to_string(), None))?;
         for r in t.references() {
             if !app_vars.contains_key(r) {
                 return Err(site.error(
                     &p,
                     format!("the template refers to {{{{ {r} }}}}, which is not in [variables]"),
-                    Some(&format!(
-                        "declare `{r}` under [variables] with a default or `required = true`"
-                    )),
+                    Some(&format!("declare `{r}` under [variables] with a default or `required = true`")),
                 ));
             }
         }
@@ -457,18 +382,19 @@ fn component_def(
     for (i, h) in c.allowed_outbound_hosts.iter().enumerate() {
         let mut p = key("allowed_outbound_hosts");
         p.push(Seg::Index(i));
-        let t = crate::variables::Template::parse(h)
-            .map_err(|e| site.error(&p, e.to_string(), None))?;
+        let t = crate::variables::Template::parse(h).map_err(|e| site.error(&p, e.to_string(), None))?;
         if t.is_literal() {
-            crate::outbound::allowed_hosts::AllowedHost::parse(h).map_err(|e| site.error(&p, format!("{e:#}"), Some("entries look like \"http://127.0.0.1:3500\", \"https://*.example.com\", \"*://*:*\"")))?;
+            crate::outbound::allowed_hosts::AllowedHost::parse(h).map_err(|e| {
+                site.error(
+                    &p,
+                    format!("{e:#}"),
+                    Some("entries look like \"http://127.0.0.1:3500\", \"https://*.example.com\", \"*://*:*\""),
+                )
+            })?;
         } else {
             for r in t.references() {
                 if !app_vars.contains_key(r) {
-                    return Err(site.error(
-                        &p,
-                        format!("the entry refers to {{{{ {r} }}}}, which is not in [variables]"),
-                        None,
-                    ));
+                    return Err(site.error(&p, format!("the entry refers to {{{{ {r} }}}}, which is not in [variables]"), None));
                 }
             }
         }
@@ -492,9 +418,7 @@ fn check_id(id: &str, delim: char, wrong: char, lower: bool) -> Result<(), Strin
         return Err("empty".into());
     }
     if id.contains(wrong) {
-        return Err(format!(
-            "words must be separated with {delim:?}, not {wrong:?}"
-        ));
+        return Err(format!("words must be separated with {delim:?}, not {wrong:?}"));
     }
     for word in id.split(delim) {
         let mut chars = word.chars();
@@ -502,9 +426,7 @@ fn check_id(id: &str, delim: char, wrong: char, lower: bool) -> Result<(), Strin
             return Err(format!("{delim:?}-separated words must not be empty"));
         };
         if !first.is_ascii_alphabetic() {
-            return Err(format!(
-                "{delim:?}-separated words must start with an ASCII letter; got {first:?}"
-            ));
+            return Err(format!("{delim:?}-separated words must start with an ASCII letter; got {first:?}"));
         }
         let upper = first.is_ascii_uppercase();
         for ch in chars {
@@ -512,14 +434,10 @@ fn check_id(id: &str, delim: char, wrong: char, lower: bool) -> Result<(), Strin
                 continue;
             }
             if !ch.is_ascii_alphanumeric() {
-                return Err(format!(
-                    "{delim:?}-separated words may only contain alphanumeric ASCII; got {ch:?}"
-                ));
+                return Err(format!("{delim:?}-separated words may only contain alphanumeric ASCII; got {ch:?}"));
             }
             if ch.is_ascii_uppercase() != upper {
-                return Err(format!(
-                    "{delim:?}-separated words must be all lowercase or all UPPERCASE; got {word:?}"
-                ));
+                return Err(format!("{delim:?}-separated words must be all lowercase or all UPPERCASE; got {word:?}"));
             }
         }
         if lower && upper {

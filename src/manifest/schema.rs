@@ -151,15 +151,8 @@ pub struct Component {
 #[serde(untagged)]
 pub enum ComponentSource {
     Local(String),
-    Remote {
-        url: String,
-        digest: String,
-    },
-    Registry {
-        registry: Option<String>,
-        package: String,
-        version: String,
-    },
+    Remote { url: String, digest: String },
+    Registry { registry: Option<String>, package: String, version: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]

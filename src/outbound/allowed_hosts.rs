@@ -34,7 +34,8 @@ enum PortPattern {
     Range(Range<u16>),
 }
 
-const FORMAT_HINT: &str = "hosts must be in the form <scheme>://<host>[:<port>], with '*' wildcards allowed for each (use '*://*:*' to allow everything)";
+const FORMAT_HINT: &str =
+    "hosts must be in the form <scheme>://<host>[:<port>], with '*' wildcards allowed for each (use '*://*:*' to allow everything)";
 
 fn well_known_port(scheme: &str) -> Option<u16> {
     match scheme {
@@ -65,31 +66,20 @@ impl AllowedHost {
             }
             None => rest,
         };
-        let port = parse_port(port, scheme)
-            .with_context(|| format!("invalid allowed host port {port:?}"))?;
-        let scheme = parse_scheme(scheme)
-            .with_context(|| format!("invalid allowed host scheme {scheme:?}"))?;
+        let port = parse_port(port, scheme).with_context(|| format!("invalid allowed host port {port:?}"))?;
+        let scheme = parse_scheme(scheme).with_context(|| format!("invalid allowed host scheme {scheme:?}"))?;
         let host = parse_host(host).with_context(|| format!("invalid allowed host {host:?}"))?;
-        Ok(Self {
-            original: entry.to_string(),
-            scheme,
-            host,
-            port,
-        })
+        Ok(Self { original: entry.to_string(), scheme, host, port })
     }
 
     /// Does this entry allow a request to `scheme://host[:port]`?
     pub fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        self.scheme.as_deref().is_none_or(|s| s == scheme)
-            && self.host_allows(host)
-            && self.port_allows(port, scheme)
+        self.scheme.as_deref().is_none_or(|s| s == scheme) && self.host_allows(host) && self.port_allows(port, scheme)
     }
 
     /// Does this entry allow a request to the app itself (a relative URL)?
     pub fn allows_self(&self, schemes: &[&str]) -> bool {
-        schemes
-            .iter()
-            .any(|s| self.scheme.as_deref().is_none_or(|x| x == *s))
+        schemes.iter().any(|s| self.scheme.as_deref().is_none_or(|x| x == *s))
             && matches!(self.host, HostPattern::Any | HostPattern::ToSelf)
     }
 
@@ -125,9 +115,7 @@ impl AllowedHost {
                 .iter()
                 .map(|id| {
                     let mut h = self.clone();
-                    h.host = HostPattern::Literal(Host::Domain(format!(
-                        "{id}{SERVICE_CHAINING_SUFFIX}"
-                    )));
+                    h.host = HostPattern::Literal(Host::Domain(format!("{id}{SERVICE_CHAINING_SUFFIX}")));
                     h
                 })
                 .collect(),
@@ -147,10 +135,7 @@ fn parse_scheme(s: &str) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     ensure!(!s.starts_with('{'), "scheme lists are not supported");
-    ensure!(
-        !s.is_empty() && s.chars().all(char::is_alphabetic),
-        "only alphabetic characters are allowed"
-    );
+    ensure!(!s.is_empty() && s.chars().all(char::is_alphabetic), "only alphabetic characters are allowed");
     Ok(Some(s.to_string()))
 }
 
@@ -171,16 +156,10 @@ fn parse_host(host: &str) -> anyhow::Result<HostPattern> {
     let host = host.trim_end_matches('/');
     ensure!(!host.contains('/'), "must not include a path");
     if let Some(domain) = host.strip_prefix("*.") {
-        ensure!(
-            !domain.contains('*'),
-            "wildcards are allowed only as prefixes"
-        );
+        ensure!(!domain.contains('*'), "wildcards are allowed only as prefixes");
         return Ok(HostPattern::AnySubdomain(format!(".{domain}")));
     }
-    ensure!(
-        !host.contains('*'),
-        "wildcards are allowed only as subdomains"
-    );
+    ensure!(!host.contains('*'), "wildcards are allowed only as subdomains");
     Ok(HostPattern::Literal(Host::parse(host)?))
 }
 
@@ -195,17 +174,11 @@ fn parse_port(port: &str, scheme: &str) -> anyhow::Result<PortPattern> {
     }
     ensure!(!port.starts_with('{'), "port lists are not yet supported");
     if let Some((start, end)) = port.split_once("..") {
-        let start = start
-            .parse()
-            .with_context(|| format!("port range {port:?} contains non-number"))?;
-        let end = end
-            .parse()
-            .with_context(|| format!("port range {port:?} contains non-number"))?;
+        let start = start.parse().with_context(|| format!("port range {port:?} contains non-number"))?;
+        let end = end.parse().with_context(|| format!("port range {port:?} contains non-number"))?;
         return Ok(PortPattern::Range(start..end));
     }
-    Ok(PortPattern::Port(port.parse().with_context(|| {
-        format!("port {port:?} is not a number")
-    })?))
+    Ok(PortPattern::Port(port.parse().with_context(|| format!("port {port:?} is not a number"))?))
 }
 
 /// A component's resolved allow-list.
@@ -223,10 +196,7 @@ impl AllowList {
         );
         let mut hosts = Vec::new();
         for e in entries {
-            ensure!(
-                !e.trim().is_empty(),
-                "an allowed_outbound_hosts entry resolved to an empty string; give the variable it uses a value"
-            );
+            ensure!(!e.trim().is_empty(), "an allowed_outbound_hosts entry resolved to an empty string; give the variable it uses a value");
             hosts.extend(AllowedHost::parse(e)?.expand_chaining(component_ids));
         }
         Ok(Self { hosts })
@@ -243,8 +213,7 @@ impl AllowList {
 
 /// The component id of a `<id>.spin.internal` host.
 pub fn chaining_target(host: &str) -> Option<&str> {
-    host.strip_suffix(SERVICE_CHAINING_SUFFIX)
-        .filter(|id| !id.is_empty() && !id.contains('.'))
+    host.strip_suffix(SERVICE_CHAINING_SUFFIX).filter(|id| !id.is_empty() && !id.contains('.'))
 }
 
 #[cfg(test)]
@@ -252,110 +221,43 @@ mod tests {
     use super::*;
 
     fn allows(entry: &str, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        AllowedHost::parse(entry)
-            .unwrap()
-            .allows(scheme, host, port)
+        AllowedHost::parse(entry).unwrap().allows(scheme, host, port)
     }
 
     #[test]
     fn allow_and_deny_table() {
         let cases: &[(&str, &str, &str, Option<u16>, bool)] = &[
-            (
-                "http://127.0.0.1:3500",
-                "http",
-                "127.0.0.1",
-                Some(3500),
-                true,
-            ),
-            (
-                "http://127.0.0.1:3500",
-                "http",
-                "127.0.0.1",
-                Some(3501),
-                false,
-            ),
-            (
-                "http://127.0.0.1:3500",
-                "https",
-                "127.0.0.1",
-                Some(3500),
-                false,
-            ),
-            (
-                "http://localhost:3500",
-                "http",
-                "127.0.0.1",
-                Some(3500),
-                false,
-            ),
+            ("http://127.0.0.1:3500", "http", "127.0.0.1", Some(3500), true),
+            ("http://127.0.0.1:3500", "http", "127.0.0.1", Some(3501), false),
+            ("http://127.0.0.1:3500", "https", "127.0.0.1", Some(3500), false),
+            ("http://localhost:3500", "http", "127.0.0.1", Some(3500), false),
             ("https://example.com", "https", "example.com", None, true),
-            (
-                "https://example.com",
-                "https",
-                "example.com",
-                Some(443),
-                true,
-            ),
-            (
-                "https://example.com",
-                "https",
-                "example.com",
-                Some(8443),
-                false,
-            ),
+            ("https://example.com", "https", "example.com", Some(443), true),
+            ("https://example.com", "https", "example.com", Some(8443), false),
             ("http://example.com", "http", "example.com", None, true),
             ("*://example.com:*", "ftp", "example.com", Some(21), true),
-            (
-                "https://*.example.com",
-                "https",
-                "api.example.com",
-                None,
-                true,
-            ),
+            ("https://*.example.com", "https", "api.example.com", None, true),
             ("https://*.example.com", "https", "example.com", None, false),
             ("http://*:8080", "http", "anything.test", Some(8080), true),
             ("http://10.0.0.0/8:*", "http", "10.1.2.3", Some(9), true),
             ("http://10.0.0.0/8:*", "http", "11.1.2.3", Some(9), false),
             ("http://10.0.0.0/8:*", "http", "ten.test", Some(9), false),
             ("http://[::1]:80", "http", "[::1]", Some(80), true),
-            (
-                "http://127.0.0.1:3000..3010",
-                "http",
-                "127.0.0.1",
-                Some(3009),
-                true,
-            ),
-            (
-                "http://127.0.0.1:3000..3010",
-                "http",
-                "127.0.0.1",
-                Some(3010),
-                false,
-            ),
+            ("http://127.0.0.1:3000..3010", "http", "127.0.0.1", Some(3009), true),
+            ("http://127.0.0.1:3000..3010", "http", "127.0.0.1", Some(3010), false),
             ("redis://cache", "redis", "cache", Some(6379), true),
             ("*://*:*", "http", "x.y", Some(1), true),
         ];
         for (entry, scheme, host, port, want) in cases {
-            assert_eq!(
-                allows(entry, scheme, host, *port),
-                *want,
-                "{entry} vs {scheme}://{host}:{port:?}"
-            );
+            assert_eq!(allows(entry, scheme, host, *port), *want, "{entry} vs {scheme}://{host}:{port:?}");
         }
     }
 
     #[test]
     fn bad_entries_are_rejected_with_reasons() {
-        for bad in [
-            "*",
-            "example.com",
-            "http://example.com/path",
-            "ht1p://x",
-            "http://a.*.com",
-            "http://x:abc",
-            "{http,https}://x",
-            "foo://x",
-        ] {
+        for bad in
+            ["*", "example.com", "http://example.com/path", "ht1p://x", "http://a.*.com", "http://x:abc", "{http,https}://x", "foo://x"]
+        {
             assert!(AllowedHost::parse(bad).is_err(), "{bad} should be rejected");
         }
         let e = AllowedHost::parse("example.com").unwrap_err();
@@ -367,20 +269,12 @@ mod tests {
         let l = AllowList::parse(&["http://self".into()], &[]).unwrap();
         assert!(l.allows_self());
         assert!(!l.allows("http", "self", None) || l.allows_self());
-        let l = AllowList::parse(
-            &["http://*.spin.internal".into()],
-            &["a".into(), "b-c".into()],
-        )
-        .unwrap();
+        let l = AllowList::parse(&["http://*.spin.internal".into()], &["a".into(), "b-c".into()]).unwrap();
         assert!(l.allows("http", "a.spin.internal", None));
         assert!(l.allows("http", "b-c.spin.internal", None));
         assert!(!l.allows("http", "zzz.spin.internal", None));
         assert!(!l.allows_self());
-        let l = AllowList::parse(
-            &["http://a.spin.internal".into()],
-            &["a".into(), "b".into()],
-        )
-        .unwrap();
+        let l = AllowList::parse(&["http://a.spin.internal".into()], &["a".into(), "b".into()]).unwrap();
         assert!(l.allows("http", "a.spin.internal", None));
         assert!(!l.allows("http", "b.spin.internal", None));
         assert_eq!(chaining_target("todo-api.spin.internal"), Some("todo-api"));

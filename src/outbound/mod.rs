@@ -26,10 +26,7 @@ pub struct OutboundConfig {
 
 impl Default for OutboundConfig {
     fn default() -> Self {
-        Self {
-            connection_pooling: true,
-            max_concurrent_requests: None,
-        }
+        Self { connection_pooling: true, max_concurrent_requests: None }
     }
 }
 
@@ -48,27 +45,13 @@ impl Outbound {
         if !cfg.connection_pooling {
             builder.pool_max_idle_per_host(0);
         }
-        Self {
-            client: builder.build(connector),
-            limit: cfg
-                .max_concurrent_requests
-                .map(|n| Arc::new(Semaphore::new(n))),
-        }
+        Self { client: builder.build(connector), limit: cfg.max_concurrent_requests.map(|n| Arc::new(Semaphore::new(n))) }
     }
 
     /// Sends an allowed request to the network.
-    pub async fn send(
-        &self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-    ) -> Result<http::Response<WasiBody>, Error> {
+    pub async fn send(&self, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> Result<http::Response<WasiBody>, Error> {
         let _permit = match &self.limit {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::ConnectionLimitReached)?,
-            ),
+            Some(s) => Some(s.clone().acquire_owned().await.map_err(|_| Error::ConnectionLimitReached)?),
             None => None,
         };
         if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
@@ -84,9 +67,7 @@ impl Outbound {
         let first_byte = options.and_then(|o| o.first_byte_timeout);
         let fut = self.client.request(request);
         let resp = match first_byte {
-            Some(t) => tokio::time::timeout(t, fut)
-                .await
-                .map_err(|_| Error::ConnectionReadTimeout)?,
+            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| Error::ConnectionReadTimeout)?,
             None => fut.await,
         }
         .map_err(client_error)?;
@@ -99,10 +80,7 @@ fn client_error(e: hyper_util::client::legacy::Error) -> Error {
         let text = format!("{e:?}");
         tracing::debug!("outbound connect failed: {text}");
         if text.contains("dns error") || text.contains("failed to lookup") {
-            return Error::DnsError {
-                rcode: Some("address not available".into()),
-                info_code: None,
-            };
+            return Error::DnsError { rcode: Some("address not available".into()), info_code: None };
         }
         return Error::ConnectionRefused;
     }
@@ -131,9 +109,7 @@ impl WasiHttpHooks for OutboundHooks {
         let runtime = self.runtime.clone();
         let component = self.component.clone();
         Box::new(async move {
-            let resp = runtime
-                .outbound_request(&component, request, options)
-                .await?;
+            let resp = runtime.outbound_request(&component, request, options).await?;
             Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
         })
     }
@@ -141,14 +117,10 @@ impl WasiHttpHooks for OutboundHooks {
 
 /// An empty body of the wasi:http body type.
 pub fn empty_body() -> WasiBody {
-    http_body_util::Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A complete body of the wasi:http body type.
 pub fn full_body(b: impl Into<Bytes>) -> WasiBody {
-    http_body_util::Full::new(b.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    http_body_util::Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }

@@ -11,36 +11,18 @@ use http::{HeaderName, HeaderValue};
 use crate::routes::RouteMatch;
 
 /// The `(name, value)` pairs Spin computes for a matched request.
-pub fn spin_headers(
-    scheme: &str,
-    host: &str,
-    path_and_query: &str,
-    m: &RouteMatch,
-    client: SocketAddr,
-) -> Vec<(String, String)> {
+pub fn spin_headers(scheme: &str, host: &str, path_and_query: &str, m: &RouteMatch, client: SocketAddr) -> Vec<(String, String)> {
     let mut out = vec![
         ("spin-path-info".to_string(), m.path_info.clone()),
-        (
-            "spin-full-url".to_string(),
-            format!("{scheme}://{host}{path_and_query}"),
-        ),
+        ("spin-full-url".to_string(), format!("{scheme}://{host}{path_and_query}")),
         ("spin-matched-route".to_string(), m.based_route.clone()),
         ("spin-base-path".to_string(), "/".to_string()),
         ("spin-raw-component-route".to_string(), m.raw_route.clone()),
-        (
-            "spin-component-route".to_string(),
-            m.raw_route_or_prefix().to_string(),
-        ),
+        ("spin-component-route".to_string(), m.raw_route_or_prefix().to_string()),
         ("spin-client-addr".to_string(), client.to_string()),
     ];
     for (name, value) in &m.named {
-        out.push((
-            format!(
-                "spin-path-match-{}",
-                name.to_ascii_lowercase().replace('_', "-")
-            ),
-            value.clone(),
-        ));
+        out.push((format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-")), value.clone()));
     }
     out
 }
@@ -63,18 +45,9 @@ mod tests {
     fn wildcard_route_headers_match_spin() {
         let (r, _) = Router::build([(0, Some("/foo/..."))]).unwrap();
         let m = r.route("/foo/bar").unwrap();
-        let h = spin_headers(
-            "http",
-            "fermyon.dev",
-            "/foo/bar?key1=value1&key2=value2",
-            &m,
-            "127.0.0.1:8777".parse().unwrap(),
-        );
+        let h = spin_headers("http", "fermyon.dev", "/foo/bar?key1=value1&key2=value2", &m, "127.0.0.1:8777".parse().unwrap());
         let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(
-            get("spin-full-url"),
-            Some("http://fermyon.dev/foo/bar?key1=value1&key2=value2")
-        );
+        assert_eq!(get("spin-full-url"), Some("http://fermyon.dev/foo/bar?key1=value1&key2=value2"));
         assert_eq!(get("spin-path-info"), Some("/bar"));
         assert_eq!(get("spin-matched-route"), Some("/foo/..."));
         assert_eq!(get("spin-base-path"), Some("/"));

@@ -100,39 +100,27 @@ impl HttpRuntime {
             .collect();
         let (router, duplicates) = Router::build(routes).map_err(anyhow::Error::msg)?;
         if !duplicates.is_empty() {
-            tracing::error!(
-                "The following component routes are duplicates and will never be used:"
-            );
+            tracing::error!("The following component routes are duplicates and will never be used:");
             for d in &duplicates {
-                tracing::error!(
-                    "  {}: {} (duplicate of {})",
-                    app.http_triggers[d.replaced].id,
-                    d.route,
-                    app.http_triggers[d.effective].id
-                );
+                tracing::error!("  {}: {} (duplicate of {})", app.http_triggers[d.replaced].id, d.route, app.http_triggers[d.effective].id);
             }
         }
         if router.contains_reserved_route() {
-            tracing::error!(
-                "Routes under {WELL_KNOWN_PREFIX} are handled by the Spin runtime and will never be reached"
-            );
+            tracing::error!("Routes under {WELL_KNOWN_PREFIX} are handled by the Spin runtime and will never be reached");
         }
 
         let ids: Vec<String> = app.components.keys().cloned().collect();
         let mut components = HashMap::new();
         for (id, c) in &app.components {
-            let variables = ComponentVariables::resolve(&app, id, resolver).with_context(|| {
-                format!("component `{id}`: resolving its [component.{id}.variables]")
-            })?;
+            let variables = ComponentVariables::resolve(&app, id, resolver)
+                .with_context(|| format!("component `{id}`: resolving its [component.{id}.variables]"))?;
             let mut entries = Vec::new();
             for e in &c.allowed_outbound_hosts {
-                entries.push(resolver.render(e).with_context(|| {
-                    format!("component `{id}`: resolving allowed_outbound_hosts entry {e:?}")
-                })?);
+                entries
+                    .push(resolver.render(e).with_context(|| format!("component `{id}`: resolving allowed_outbound_hosts entry {e:?}"))?);
             }
-            let allow = AllowList::parse(&entries, &ids).with_context(|| {
-                format!("component `{id}`: invalid allowed_outbound_hosts {entries:?}")
-            })?;
+            let allow = AllowList::parse(&entries, &ids)
+                .with_context(|| format!("component `{id}`: invalid allowed_outbound_hosts {entries:?}"))?;
             if !c.source.exists() {
                 anyhow::bail!(
                     "component `{id}`: source {} does not exist (manifest says {:?}); build it first with `spindapr build` or `up --build`",
@@ -140,46 +128,25 @@ impl HttpRuntime {
                     c.source_as_written
                 );
             }
-            let component = engine::load_component(&engine, &c.source, opts.cache_dir.as_deref())
-                .with_context(|| format!("component `{id}`"))?;
+            let component =
+                engine::load_component(&engine, &c.source, opts.cache_dir.as_deref()).with_context(|| format!("component `{id}`"))?;
             let pre = linker
                 .instantiate_pre(&component)
                 .map_err(anyhow::Error::from)
-                .with_context(|| {
-                    format!("component `{id}` imports something this host does not offer")
-                })?;
-            let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| format!("component `{id}` does not export wasi:http/incoming-handler; build it with spin-sdk's #[http_component]"))?;
-            let mut env: Vec<(String, String)> = c
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+                .with_context(|| format!("component `{id}` imports something this host does not offer"))?;
+            let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+                format!("component `{id}` does not export wasi:http/incoming-handler; build it with spin-sdk's #[http_component]")
+            })?;
+            let mut env: Vec<(String, String)> = c.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             env.extend(opts.env.iter().cloned());
-            let chaining_trigger = app
-                .http_triggers
-                .iter()
-                .position(|t| matches!(&t.target, TriggerTarget::Component(cid) if cid == id));
+            let chaining_trigger = app.http_triggers.iter().position(|t| matches!(&t.target, TriggerTarget::Component(cid) if cid == id));
             components.insert(
                 id.clone(),
-                Arc::new(LoadedComponent {
-                    id: Arc::from(id.as_str()),
-                    pre,
-                    variables: Arc::new(variables),
-                    allow,
-                    env,
-                    chaining_trigger,
-                }),
+                Arc::new(LoadedComponent { id: Arc::from(id.as_str()), pre, variables: Arc::new(variables), allow, env, chaining_trigger }),
             );
         }
         let outbound = Outbound::new(&opts.outbound);
-        Ok(Self {
-            app,
-            engine,
-            router,
-            components,
-            outbound,
-            opts,
-        })
+        Ok(Self { app, engine, router, components, outbound, opts })
     }
 
     pub fn app(&self) -> &App {
@@ -207,18 +174,9 @@ impl HttpRuntime {
     }
 
     /// Answers one inbound request.
-    pub async fn handle(
-        self: &Arc<Self>,
-        mut req: Request<WasiBody>,
-        client_addr: SocketAddr,
-    ) -> Response<WasiBody> {
+    pub async fn handle(self: &Arc<Self>, mut req: Request<WasiBody>, client_addr: SocketAddr) -> Response<WasiBody> {
         // A Host naming a chaining target must not leak into the component (as Spin).
-        if req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .is_some_and(|h| chaining_target(host_only(h)).is_some())
-        {
+        if req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(|h| chaining_target(host_only(h)).is_some()) {
             req.headers_mut().remove(http::header::HOST);
         }
         let path = req.uri().path().to_string();
@@ -236,12 +194,7 @@ impl HttpRuntime {
         }
     }
 
-    async fn handle_trigger(
-        self: &Arc<Self>,
-        req: Request<WasiBody>,
-        m: RouteMatch,
-        client_addr: SocketAddr,
-    ) -> Response<WasiBody> {
+    async fn handle_trigger(self: &Arc<Self>, req: Request<WasiBody>, m: RouteMatch, client_addr: SocketAddr) -> Response<WasiBody> {
         match &self.app.http_triggers[m.trigger].target {
             TriggerTarget::Static(sr) => static_response(sr),
             TriggerTarget::Component(id) => {
@@ -269,17 +222,8 @@ impl HttpRuntime {
         client_addr: SocketAddr,
     ) -> anyhow::Result<Response<WasiBody>> {
         let (mut parts, body) = req.into_parts();
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost")
-            .to_string();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
         let pairs = headers::spin_headers(&scheme, &host, &path_and_query, m, client_addr);
         headers::apply(&mut parts.headers, pairs);
@@ -304,10 +248,7 @@ impl HttpRuntime {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks {
-                runtime: self.clone(),
-                component: component.clone(),
-            },
+            hooks: OutboundHooks { runtime: self.clone(), component: component.clone() },
             limits: limits.build(),
             variables: component.variables.clone(),
         };
@@ -316,31 +257,20 @@ impl HttpRuntime {
         // Yield to the executor every epoch tick so a busy guest cannot starve others.
         store.epoch_deadline_async_yield_and_update(1);
 
-        let proxy = component
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(anyhow::Error::from)
-            .context("instantiating the component")?;
-        let wasi_req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, req)?;
+        let proxy =
+            component.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating the component")?;
+        let wasi_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let out = store.data_mut().http().new_response_outparam(tx)?;
 
         let timeout = self.opts.request_timeout;
         let id = component.id.clone();
         let task = tokio::spawn(async move {
-            let call = proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, wasi_req, out);
+            let call = proxy.wasi_http_incoming_handler().call_handle(&mut store, wasi_req, out);
             match timeout {
                 Some(t) => match tokio::time::timeout(t, call).await {
                     Ok(r) => r.map_err(|e| anyhow::anyhow!(e)),
-                    Err(_) => Err(anyhow::anyhow!(
-                        "the request exceeded the {t:?} request timeout; the instance was stopped"
-                    )),
+                    Err(_) => Err(anyhow::anyhow!("the request exceeded the {t:?} request timeout; the instance was stopped")),
                 },
                 None => call.await.map_err(|e| anyhow::anyhow!(e)),
             }
@@ -394,11 +324,7 @@ impl HttpRuntime {
         }
         let port = req.uri().port_u16();
         if !from.allow.allows(&scheme, &host, port) {
-            let authority = req
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_string())
-                .unwrap_or(host.clone());
+            let authority = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or(host.clone());
             deny(&from.id, &scheme, &authority);
             return Err(Error::HttpRequestDenied);
         }
@@ -412,9 +338,7 @@ impl HttpRuntime {
             req.headers_mut().remove(http::header::HOST);
             let me = self.clone();
             let m = RouteMatch::synthetic(trigger, &path);
-            return Ok(
-                Box::pin(me.handle_trigger(req, m, SocketAddr::from(([0, 0, 0, 0], 0)))).await,
-            );
+            return Ok(Box::pin(me.handle_trigger(req, m, SocketAddr::from(([0, 0, 0, 0], 0)))).await);
         }
         // Some servers reject a Host header on h2; hyper sets it from the URI anyway.
         req.headers_mut().remove(http::header::HOST);
@@ -429,10 +353,7 @@ impl HttpRuntime {
         }
         let body = serde_json::to_vec_pretty(&info).unwrap_or_default();
         let mut resp = Response::new(full_body(body));
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         resp
     }
 }
@@ -454,22 +375,12 @@ fn deny(component: &str, scheme: &str, authority: &str) {
 
 /// Turns an absolute-form URI into origin form (path and query only).
 fn strip_authority(req: &mut Request<WasiBody>) {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     *req.uri_mut() = http::Uri::from(pq);
 }
 
 fn host_only(host_header: &str) -> &str {
-    host_header.rsplit_once(':').map_or(host_header, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) {
-            h
-        } else {
-            host_header
-        }
-    })
+    host_header.rsplit_once(':').map_or(host_header, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host_header })
 }
 
 fn status(code: StatusCode) -> Response<WasiBody> {
@@ -534,10 +445,7 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: waiting up to {grace:?} for open requests");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("some connections were still open after {grace:?}; closing them");
     }
     Ok(())

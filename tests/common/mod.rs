@@ -60,10 +60,7 @@ pub struct HostBuilder {
 impl HostBuilder {
     pub fn new(manifest: &Path) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindapr"));
-        cmd.arg("up")
-            .arg("-f")
-            .arg(manifest)
-            .args(["--listen", "127.0.0.1:0"]);
+        cmd.arg("up").arg("-f").arg(manifest).args(["--listen", "127.0.0.1:0"]);
         cmd.env("SPINDAPR_CACHE_DIR", test_cache_dir());
         cmd.env("RUST_LOG", "info");
         Self { cmd }
@@ -90,12 +87,7 @@ impl HostBuilder {
 
     /// Starts the host; on failure returns its stderr.
     pub fn try_start(mut self) -> Result<Host, String> {
-        let mut child = self
-            .cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn: {e}"))?;
+        let mut child = self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("spawn: {e}"))?;
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().expect("stderr");
         let sink = stderr.clone();
@@ -105,9 +97,7 @@ impl HostBuilder {
                 if n == 0 {
                     break;
                 }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let stdout = child.stdout.take().expect("stdout");
@@ -120,11 +110,7 @@ impl HostBuilder {
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(base) => Ok(Host {
-                child,
-                base,
-                stderr,
-            }),
+            Ok(base) => Ok(Host { child, base, stderr }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -178,10 +164,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -192,28 +175,16 @@ impl Answer {
 fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     AGENT.get_or_init(|| {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into()
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into()
     })
 }
 
 fn read(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
     let mut resp = resp.unwrap_or_else(|e| panic!("request failed: {e}"));
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer { status, headers, body }
 }
 
 pub fn get(url: &str) -> Answer {
@@ -270,11 +241,7 @@ impl Upstream {
                             head.push_str(&line);
                         }
                         log.lock().unwrap().push(head);
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{}",
-                            body.len(),
-                            body
-                        );
+                        let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{}", body.len(), body);
                         if stream.write_all(resp.as_bytes()).is_err() {
                             return;
                         }

@@ -27,12 +27,7 @@ impl PubSub for InMemoryPubSub {
 
     async fn subscribe(&self, topic: &str, handler: Handler) -> anyhow::Result<()> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        self.topics
-            .write()
-            .await
-            .entry(topic.to_string())
-            .or_default()
-            .push(tx);
+        self.topics.write().await.entry(topic.to_string()).or_default().push(tx);
         let topic = topic.to_string();
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
@@ -68,21 +63,13 @@ mod tests {
         let h: Handler = Arc::new(move |m: Message| {
             let s = s.clone();
             Box::pin(async move {
-                s.lock()
-                    .unwrap()
-                    .push(String::from_utf8(m.data.to_vec()).unwrap());
+                s.lock().unwrap().push(String::from_utf8(m.data.to_vec()).unwrap());
                 Ok(())
             })
         });
         ps.subscribe("t", h).await.unwrap();
         for i in 0..50 {
-            ps.publish(Message {
-                topic: "t".into(),
-                data: i.to_string().into(),
-                metadata: Default::default(),
-            })
-            .await
-            .unwrap();
+            ps.publish(Message { topic: "t".into(), data: i.to_string().into(), metadata: Default::default() }).await.unwrap();
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let got = seen.lock().unwrap().clone();

@@ -22,25 +22,18 @@ pub struct InMemoryState {
 }
 
 fn live<'a>(map: &'a HashMap<String, Entry>, key: &str) -> Option<&'a Entry> {
-    map.get(key)
-        .filter(|e| e.expires.is_none_or(|t| t > Instant::now()))
+    map.get(key).filter(|e| e.expires.is_none_or(|t| t > Instant::now()))
 }
 
-fn check_etag(
-    current: Option<&Entry>,
-    etag: &Option<String>,
-    concurrency: &Concurrency,
-) -> Result<(), StateError> {
+fn check_etag(key: &str, current: Option<&Entry>, etag: &Option<String>, concurrency: &Concurrency) -> Result<(), StateError> {
     match (current, etag) {
-        (Some(e), Some(t)) if &e.etag != t => Err(StateError::EtagMismatch(format!(
-            "etag {t:?} does not match"
-        ))),
-        (None, Some(t)) => Err(StateError::EtagMismatch(format!(
-            "etag {t:?} given for a missing key"
-        ))),
-        (Some(_), None) if *concurrency == Concurrency::FirstWrite => Err(
-            StateError::EtagMismatch("first-write needs the current etag".into()),
-        ),
+        (Some(e), Some(t)) if &e.etag != t => {
+            Err(StateError::EtagMismatch(format!("state etag not match for key={key}: current={}, expect={t}", e.etag)))
+        }
+        (None, Some(_)) => Err(StateError::EtagMismatch(format!("state not exist or expired for key={key}"))),
+        (Some(_), None) if *concurrency == Concurrency::FirstWrite => {
+            Err(StateError::EtagMismatch("item already exists and no etag was passed".into()))
+        }
         _ => Ok(()),
     }
 }
@@ -48,23 +41,16 @@ fn check_etag(
 fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateError> {
     match op {
         Operation::Upsert(r) => {
-            check_etag(live(map, &r.key), &r.etag, &r.concurrency)?;
+            check_etag(&r.key, live(map, &r.key), &r.etag, &r.concurrency)?;
             let expires = ttl(&r.metadata)?.map(|d| Instant::now() + d);
-            map.insert(
-                r.key.clone(),
-                Entry {
-                    data: r.value.clone(),
-                    etag: uuid::Uuid::new_v4().to_string(),
-                    expires,
-                },
-            );
+            map.insert(r.key.clone(), Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires });
         }
         Operation::Delete(r) => {
             let current = live(map, &r.key);
             if current.is_none() && r.etag.is_none() {
                 return Ok(());
             }
-            check_etag(current, &r.etag, &r.concurrency)?;
+            check_etag(&r.key, current, &r.etag, &r.concurrency)?;
             map.remove(&r.key);
         }
     }
@@ -75,10 +61,7 @@ fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateEr
 impl StateStore for InMemoryState {
     async fn get(&self, key: &str) -> Result<Option<Item>, StateError> {
         let map = self.map.lock().await;
-        Ok(live(&map, key).map(|e| Item {
-            data: e.data.clone(),
-            etag: Some(e.etag.clone()),
-        }))
+        Ok(live(&map, key).map(|e| Item { data: e.data.clone(), etag: Some(e.etag.clone()) }))
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StateError> {
@@ -118,48 +101,21 @@ mod tests {
     #[tokio::test]
     async fn etags_and_concurrency() {
         let s = InMemoryState::default();
-        s.set(set("k", "1", None, Concurrency::LastWrite))
-            .await
-            .unwrap();
+        s.set(set("k", "1", None, Concurrency::LastWrite)).await.unwrap();
         let e1 = s.get("k").await.unwrap().unwrap().etag.unwrap();
-        assert!(matches!(
-            s.set(set("k", "2", Some("wrong"), Concurrency::LastWrite))
-                .await,
-            Err(StateError::EtagMismatch(_))
-        ));
-        assert!(matches!(
-            s.set(set("k", "2", None, Concurrency::FirstWrite)).await,
-            Err(StateError::EtagMismatch(_))
-        ));
-        s.set(set("k", "2", Some(&e1), Concurrency::FirstWrite))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.set(set("k", "3", Some(&e1), Concurrency::LastWrite))
-                .await,
-            Err(StateError::EtagMismatch(_))
-        ));
-        assert!(matches!(
-            s.set(set("missing", "3", Some("x"), Concurrency::LastWrite))
-                .await,
-            Err(StateError::EtagMismatch(_))
-        ));
+        assert!(matches!(s.set(set("k", "2", Some("wrong"), Concurrency::LastWrite)).await, Err(StateError::EtagMismatch(_))));
+        assert!(matches!(s.set(set("k", "2", None, Concurrency::FirstWrite)).await, Err(StateError::EtagMismatch(_))));
+        s.set(set("k", "2", Some(&e1), Concurrency::FirstWrite)).await.unwrap();
+        assert!(matches!(s.set(set("k", "3", Some(&e1), Concurrency::LastWrite)).await, Err(StateError::EtagMismatch(_))));
+        assert!(matches!(s.set(set("missing", "3", Some("x"), Concurrency::LastWrite)).await, Err(StateError::EtagMismatch(_))));
         assert_eq!(s.get("k").await.unwrap().unwrap().data, "2");
-        s.delete(DeleteRequest {
-            key: "absent".into(),
-            etag: None,
-            concurrency: Concurrency::LastWrite,
-        })
-        .await
-        .unwrap();
+        s.delete(DeleteRequest { key: "absent".into(), etag: None, concurrency: Concurrency::LastWrite }).await.unwrap();
     }
 
     #[tokio::test]
     async fn transactions_are_atomic() {
         let s = InMemoryState::default();
-        s.set(set("a", "1", None, Concurrency::LastWrite))
-            .await
-            .unwrap();
+        s.set(set("a", "1", None, Concurrency::LastWrite)).await.unwrap();
         let r = s
             .multi(vec![
                 Operation::Upsert(set("b", "2", None, Concurrency::LastWrite)),
@@ -167,17 +123,10 @@ mod tests {
             ])
             .await;
         assert!(r.is_err());
-        assert!(
-            s.get("b").await.unwrap().is_none(),
-            "a failed transaction must leave nothing behind"
-        );
+        assert!(s.get("b").await.unwrap().is_none(), "a failed transaction must leave nothing behind");
         s.multi(vec![
             Operation::Upsert(set("b", "2", None, Concurrency::LastWrite)),
-            Operation::Delete(DeleteRequest {
-                key: "a".into(),
-                etag: None,
-                concurrency: Concurrency::LastWrite,
-            }),
+            Operation::Delete(DeleteRequest { key: "a".into(), etag: None, concurrency: Concurrency::LastWrite }),
         ])
         .await
         .unwrap();

@@ -63,9 +63,7 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Builds the state store for a component.
-pub fn from_component(
-    c: &crate::dapr::resources::Component,
-) -> anyhow::Result<Arc<dyn StateStore>> {
+pub fn from_component(c: &crate::dapr::resources::Component) -> anyhow::Result<Arc<dyn StateStore>> {
     match c.type_.as_str() {
         "state.in-memory" => Ok(Arc::new(in_memory::InMemoryState::default())),
         other => anyhow::bail!("component {}: unsupported state store type {other}", c.name),
@@ -77,11 +75,8 @@ pub fn ttl(metadata: &BTreeMap<String, String>) -> Result<Option<std::time::Dura
     match metadata.get("ttlInSeconds") {
         None => Ok(None),
         Some(v) => {
-            let secs: i64 = v.parse().map_err(|_| {
-                StateError::Other(anyhow::anyhow!(
-                    "invalid ttlInSeconds {v:?}: expected a whole number"
-                ))
-            })?;
+            let secs: i64 =
+                v.parse().map_err(|_| StateError::Other(anyhow::anyhow!("invalid ttlInSeconds {v:?}: expected a whole number")))?;
             Ok((secs >= 0).then(|| std::time::Duration::from_secs(secs as u64)))
         }
     }
