@@ -2,6 +2,8 @@
 //! real `spindapr` binary on a free port, and talks to it over real HTTP.
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,7 +51,10 @@ pub fn test_cache_dir() -> PathBuf {
 /// A running host process; killed on drop.
 pub struct Host {
     pub child: Child,
+    /// The app server's base URL (`up`), or the sidecar's (`sidecar`).
     pub base: String,
+    /// The embedded sidecar's base URL, when one runs.
+    pub dapr: Option<String>,
     pub stderr: Arc<Mutex<String>>,
 }
 
@@ -60,7 +65,7 @@ pub struct HostBuilder {
 impl HostBuilder {
     pub fn new(manifest: &Path) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindapr"));
-        cmd.arg("up").arg("-f").arg(manifest).args(["--listen", "127.0.0.1:0"]);
+        cmd.arg("up").arg("-f").arg(manifest).args(["--listen", "127.0.0.1:0", "--dapr-http-port", "0"]);
         cmd.env("SPINDAPR_CACHE_DIR", test_cache_dir());
         cmd.env("RUST_LOG", "info");
         Self { cmd }
@@ -79,6 +84,14 @@ impl HostBuilder {
     pub fn current_dir(mut self, d: &Path) -> Self {
         self.cmd.current_dir(d);
         self
+    }
+
+    /// A `spindapr sidecar` process instead of `up`.
+    pub fn sidecar(args: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindapr"));
+        cmd.arg("sidecar").args(["--dapr-http-port", "0"]).args(args);
+        cmd.env("RUST_LOG", "info");
+        Self { cmd }
     }
 
     pub fn start(self) -> Host {
@@ -101,16 +114,24 @@ impl HostBuilder {
             }
         });
         let stdout = child.stdout.take().expect("stdout");
+        let is_sidecar = self.cmd.get_args().next().is_some_and(|a| a == "sidecar");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut dapr = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("Dapr sidecar ") {
+                    dapr = Some(url.trim().to_string());
+                    if is_sidecar {
+                        let _ = tx.send((url.trim().to_string(), dapr.clone()));
+                    }
+                }
                 if let Some(url) = line.strip_prefix("Serving ") {
-                    let _ = tx.send(url.trim().to_string());
+                    let _ = tx.send((url.trim().to_string(), dapr.clone()));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(base) => Ok(Host { child, base, stderr }),
+            Ok((base, dapr)) => Ok(Host { child, base, dapr, stderr }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -124,6 +145,11 @@ impl HostBuilder {
 impl Host {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// A URL on the embedded sidecar.
+    pub fn dapr_url(&self, path: &str) -> String {
+        format!("{}{}", self.dapr.as_deref().expect("no sidecar running"), path)
     }
 
     pub fn logs(&self) -> String {

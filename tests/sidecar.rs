@@ -1,0 +1,361 @@
+//! The Dapr-compatible sidecar, driven over HTTP with a scripted test app.
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::TestApp;
+use common::*;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn resources(files: &[(&str, &str)]) -> tempfile::TempDir {
+    app_dir(files)
+}
+
+const PUBSUB: &str =
+    "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n";
+const STATE_WITH_OUTBOX: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: outbox\n";
+
+fn resiliency(policy: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      inbound:\n{policy}\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: inbound\n"
+    )
+}
+
+fn start_sidecar(app: &TestApp, res: &tempfile::TempDir, extra: &[&str]) -> Host {
+    let port = app.port.to_string();
+    let path = res.path().display().to_string();
+    let mut args = vec!["--app-id", "todo", "--app-port", &port, "--resources-path", &path];
+    args.extend_from_slice(extra);
+    let host = HostBuilder::sidecar(&args).start();
+    wait_healthy(&host);
+    host
+}
+
+fn wait_healthy(host: &Host) {
+    let start = std::time::Instant::now();
+    while get(&host.url("/v1.0/healthz")).status != 204 {
+        assert!(start.elapsed() < WAIT, "sidecar never became healthy:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn publish(host: &Host, path: &str, content_type: &str, body: &str) -> Answer {
+    send("POST", &host.url(path), &[("content-type", content_type)], body)
+}
+
+#[test]
+fn envelope_fields_and_content_types() {
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}])));
+    let res = resources(&[("pubsub.yaml", PUBSUB)]);
+    let host = start_sidecar(&app, &res, &[]);
+
+    let a = send(
+        "POST",
+        &host.url("/v1.0/publish/pubsub/orders?metadata.custom=yes"),
+        &[("content-type", "application/json"), ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+        r#"{"id":7,"note":"<b>&"}"#,
+    );
+    assert_eq!((a.status, a.body.as_str()), (204, ""));
+    let got = app.wait_calls("/orders", 1, WAIT);
+    let r = &got[0];
+    assert_eq!(r.header("content-type"), Some("application/cloudevents+json"));
+    assert_eq!(r.header("pubsubname"), Some("pubsub"));
+    assert_eq!(r.header("custom"), Some("yes"));
+    let ce = r.json();
+    assert_eq!(ce["data"], json!({"id": 7, "note": "<b>&"}));
+    assert_eq!(ce["datacontenttype"], "application/json");
+    assert_eq!(ce["source"], "todo");
+    assert_eq!(ce["type"], "com.dapr.event.sent");
+    assert_eq!(ce["specversion"], "1.0");
+    assert_eq!(ce["topic"], "orders");
+    assert_eq!(ce["pubsubname"], "pubsub");
+    assert_eq!(ce["traceid"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(ce["traceparent"], ce["traceid"]);
+    assert!(uuid::Uuid::parse_str(ce["id"].as_str().unwrap()).is_ok());
+    assert!(chrono::DateTime::parse_from_rfc3339(ce["time"].as_str().unwrap()).is_ok());
+    // Go's json.Marshal: sorted keys, HTML characters escaped.
+    let raw = String::from_utf8(r.body.clone()).unwrap();
+    assert!(raw.starts_with(r#"{"data":{"id":7,"note":"\u003cb\u003e\u0026"},"datacontenttype":"application/json","id":"#), "{raw}");
+
+    publish(&host, "/v1.0/publish/pubsub/orders", "text/plain", "hello");
+    publish(&host, "/v1.0/publish/pubsub/orders", "application/octet-stream", "\u{1}\u{2}");
+    publish(&host, "/v1.0/publish/pubsub/orders", "application/cloudevents+json", r#"{"id":"mine","type":"my.type","data":{"x":1}}"#);
+    publish(&host, "/v1.0/publish/pubsub/orders?metadata.ttlInSeconds=60", "text/plain", "ttl");
+    let got = app.wait_calls("/orders", 5, WAIT);
+    assert_eq!(got[1].json()["data"], "hello");
+    assert_eq!(got[1].json()["datacontenttype"], "text/plain");
+    assert_eq!(got[2].json()["data_base64"], "AQI=");
+    assert_eq!(got[3].json()["id"], "mine");
+    assert_eq!(got[3].json()["type"], "my.type");
+    assert_eq!(got[3].json()["source"], "Dapr");
+    assert!(got[4].json()["expiration"].is_string());
+
+    // rawPayload: the bytes are delivered as they were published.
+    publish(&host, "/v1.0/publish/pubsub/orders?metadata.rawPayload=true", "application/json", r#"{"raw":true}"#);
+    let got = app.wait_calls("/orders", 6, WAIT);
+    assert_eq!(got[5].json(), json!({"raw": true}));
+}
+
+#[test]
+fn publish_errors_match_daprd() {
+    let app = TestApp::start(None);
+    let scoped = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: scoped\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n  - name: publishingScopes\n    value: \"todo=allowed\"\n";
+    let res = resources(&[("pubsub.yaml", PUBSUB), ("scoped.yaml", scoped)]);
+    let host = start_sidecar(&app, &res, &[]);
+    let a = publish(&host, "/v1.0/publish/nope/t", "text/plain", "x");
+    assert_eq!(a.status, 404);
+    assert_eq!(a.json()["errorCode"], "ERR_PUBSUB_NOT_FOUND");
+    assert_eq!(a.json()["message"], "pubsub nope is not found");
+    let a = publish(&host, "/v1.0/publish/pubsub/t?metadata.rawPayload=maybe", "text/plain", "x");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_PUBSUB_REQUEST_METADATA")));
+    let a = publish(&host, "/v1.0/publish/pubsub/t", "application/cloudevents+json", "{not json");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (500, Some("ERR_PUBSUB_CLOUD_EVENTS_SER")));
+    let a = publish(&host, "/v1.0/publish/scoped/forbidden", "text/plain", "x");
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["message"], "topic forbidden is not allowed for app id todo");
+    assert_eq!(publish(&host, "/v1.0/publish/scoped/allowed", "text/plain", "x").status, 204);
+    assert_eq!(publish(&host, "/v1.0/publish/pubsub/a%2Fb", "text/plain", "x").status, 204);
+
+    // Bulk publish.
+    let a = publish(
+        &host,
+        "/v1.0-alpha1/publish/bulk/pubsub/t",
+        "application/json",
+        r#"[{"entryId":"1","event":"a","contentType":"text/plain"},{"entryId":"1","event":"b","contentType":"text/plain"}]"#,
+    );
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_PUBSUB_EVENTS_SER")));
+    let a = publish(
+        &host,
+        "/v1.0-alpha1/publish/bulk/pubsub/t",
+        "application/json",
+        r#"[{"entryId":"1","event":{"k":1},"contentType":"application/json"},{"entryId":"2","event":"b","contentType":"text/plain"}]"#,
+    );
+    assert_eq!(a.status, 204, "{}", a.body);
+}
+
+#[test]
+fn app_answers_retries_and_dead_letters() {
+    let subs = json!([
+        {"pubsubname": "pubsub", "topic": "retry-then-ok", "route": "/retry-then-ok"},
+        {"pubsubname": "pubsub", "topic": "always-500", "route": "/always-500", "deadLetterTopic": "dlq"},
+        {"pubsubname": "pubsub", "topic": "drop", "route": "/drop", "deadLetterTopic": "dlq"},
+        {"pubsubname": "pubsub", "topic": "not-found", "route": "/not-found", "deadLetterTopic": "dlq"},
+        {"pubsubname": "pubsub", "topic": "odd-answers", "route": "/odd"},
+        {"pubsubname": "pubsub", "topic": "dlq", "route": "/dlq"}
+    ]);
+    let app = TestApp::start(Some(subs));
+    app.script("/retry-then-ok", &[(200, r#"{"status":"RETRY"}"#), (200, r#"{"status":"success"}"#), (200, r#"{"status":"SUCCESS"}"#)]);
+    app.script("/always-500", &[(500, "")]);
+    app.script("/drop", &[(200, r#"{"status":"DROP"}"#)]);
+    app.script("/not-found", &[(404, "")]);
+    app.script("/odd", &[(200, "not json")]);
+    let res = resources(&[
+        ("pubsub.yaml", PUBSUB),
+        ("res.yaml", &resiliency("        policy: constant\n        duration: 50ms\n        maxRetries: 4")),
+    ]);
+    let host = start_sidecar(&app, &res, &[]);
+
+    // RETRY, then an unknown status (case matters), then SUCCESS: three calls.
+    publish(&host, "/v1.0/publish/pubsub/retry-then-ok", "text/plain", "a");
+    assert_eq!(app.wait_calls("/retry-then-ok", 3, WAIT).len(), 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/retry-then-ok").len(), 3, "acked after SUCCESS");
+    // maxRetries 4 with a 500 every time: exactly 5 calls, then the dead-letter topic,
+    // carrying the original bytes (topic field kept).
+    publish(&host, "/v1.0/publish/pubsub/always-500", "text/plain", "b");
+    let dlq = app.wait_calls("/dlq", 1, WAIT);
+    assert_eq!(app.calls("/always-500").len(), 5);
+    assert_eq!(dlq[0].json()["topic"], "always-500");
+    assert_eq!(dlq[0].body, app.calls("/always-500")[0].body, "the DLQ gets the exact bytes");
+    // DROP and 404: one call each, then the dead-letter topic.
+    publish(&host, "/v1.0/publish/pubsub/drop", "text/plain", "c");
+    publish(&host, "/v1.0/publish/pubsub/not-found", "text/plain", "d");
+    let dlq = app.wait_calls("/dlq", 3, WAIT);
+    assert_eq!(dlq.len(), 3);
+    assert_eq!(app.calls("/drop").len(), 1);
+    assert_eq!(app.calls("/not-found").len(), 1);
+    // A 2xx body that is not JSON counts as success.
+    publish(&host, "/v1.0/publish/pubsub/odd-answers", "text/plain", "e");
+    app.wait_calls("/odd", 1, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/odd").len(), 1);
+}
+
+#[test]
+fn exponential_backoff_spacing_and_no_retry_without_policy() {
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
+    app.script("/t", &[(500, "")]);
+    let res = resources(&[
+        ("pubsub.yaml", PUBSUB),
+        ("res.yaml", &resiliency("        policy: exponential\n        duration: 100ms\n        maxInterval: 1s\n        maxRetries: 3")),
+    ]);
+    let host = start_sidecar(&app, &res, &[]);
+    let started = std::time::Instant::now();
+    publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
+    let calls = app.wait_calls("/t", 4, WAIT);
+    assert_eq!(calls.len(), 4);
+    // 100 + 150 + 225 ms of back-off at least.
+    assert!(started.elapsed() >= Duration::from_millis(475), "{:?}", started.elapsed());
+    drop(host);
+
+    // No Resiliency: daprd does not retry; the in-memory component logs and moves on.
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
+    app.script("/t", &[(500, "")]);
+    let res = resources(&[("pubsub.yaml", PUBSUB)]);
+    let host = start_sidecar(&app, &res, &[]);
+    publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
+    app.wait_calls("/t", 1, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(app.calls("/t").len(), 1);
+    assert!(host.wait_log("not processed", WAIT), "{}", host.logs());
+}
+
+#[test]
+fn declarative_subscriptions_with_cel_rules() {
+    let app = TestApp::start(None);
+    let sub = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: widgets\nspec:\n  pubsubname: pubsub\n  topic: inventory\n  routes:\n    rules:\n    - match: event.type == \"widget\"\n      path: /widgets\n    - match: event.data.qty > 10\n      path: /bulk\n    default: /other\nscopes:\n- todo\n";
+    let res = resources(&[("pubsub.yaml", PUBSUB), ("sub.yaml", sub)]);
+    let host = start_sidecar(&app, &res, &[]);
+    publish(&host, "/v1.0/publish/pubsub/inventory?metadata.cloudevent.type=widget", "application/json", r#"{"qty":1}"#);
+    publish(&host, "/v1.0/publish/pubsub/inventory", "application/json", r#"{"qty":50}"#);
+    publish(&host, "/v1.0/publish/pubsub/inventory", "application/json", r#"{"qty":2}"#);
+    assert_eq!(app.wait_calls("/widgets", 1, WAIT).len(), 1);
+    assert_eq!(app.wait_calls("/bulk", 1, WAIT).len(), 1);
+    assert_eq!(app.wait_calls("/other", 1, WAIT).len(), 1);
+    let md = get(&host.url("/v1.0/metadata")).json();
+    assert_eq!(md["id"], "todo");
+    assert_eq!(md["subscriptions"][0]["type"], "DECLARATIVE");
+    assert_eq!(md["subscriptions"][0]["rules"][0]["path"], "/widgets");
+    assert_eq!(md["appConnectionProperties"]["port"], app.port);
+}
+
+#[test]
+fn state_etags_bulk_and_errors() {
+    let app = TestApp::start(None);
+    let res = resources(&[(
+        "state.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n",
+    )]);
+    let host = start_sidecar(&app, &res, &[]);
+    let save = |body: &str| send("POST", &host.url("/v1.0/state/statestore"), &[("content-type", "application/json")], body);
+    assert_eq!(save(r#"[{"key":"k1","value":{"b":2,"a":"x"}},{"key":"k2","value":"text"}]"#).status, 204);
+    let a = get(&host.url("/v1.0/state/statestore/k1"));
+    assert_eq!((a.status, a.body.as_str()), (200, r#"{"a":"x","b":2}"#));
+    let etag = a.header("etag").unwrap().to_string();
+    assert_eq!(get(&host.url("/v1.0/state/statestore/k2")).body, "\"text\"");
+    assert_eq!(get(&host.url("/v1.0/state/statestore/missing")).status, 204);
+
+    let a = save(r#"[{"key":"k1","value":1,"etag":"not-it"}]"#);
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (409, Some("ERR_STATE_SAVE")));
+    let a = save(r#"[{"key":"k1","value":1,"options":{"concurrency":"first-write"}}]"#);
+    assert_eq!(a.status, 409);
+    assert_eq!(save(&format!(r#"[{{"key":"k1","value":1,"etag":"{etag}","options":{{"concurrency":"first-write"}}}}]"#)).status, 204);
+    for bad in ["", "{}", "[{\"key\":\"k\",\"value\":1,\"etag\":5}]", "not json"] {
+        let a = save(bad);
+        assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_MALFORMED_REQUEST")), "body {bad:?}");
+    }
+    let a = save(r#"[{"key":"","value":1}]"#);
+    assert_eq!(a.status, 400);
+    let a = save(r#"[{"key":"a||b","value":1}]"#);
+    assert_eq!(a.status, 400);
+    let a = send("POST", &host.url("/v1.0/state/nope"), &[], "[]");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_STATE_STORE_NOT_FOUND")));
+
+    let a = send("DELETE", &host.url("/v1.0/state/statestore/k1"), &[("if-match", "wrong")], "");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (409, Some("ERR_STATE_DELETE")));
+    assert_eq!(send("DELETE", &host.url("/v1.0/state/statestore/k1"), &[], "").status, 204);
+    assert_eq!(send("DELETE", &host.url("/v1.0/state/statestore/never"), &[], "").status, 204);
+
+    let a = send("POST", &host.url("/v1.0/state/statestore/bulk"), &[], r#"{"keys":["k2","k1"]}"#);
+    assert_eq!(a.json()[0]["data"], "text");
+    assert!(a.json()[0]["etag"].is_string());
+    assert_eq!(a.json()[1], json!({"key": "k1"}));
+}
+
+#[test]
+fn transactions_commit_with_their_outbox_events() {
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "outbox", "route": "/outbox"}])));
+    let res = resources(&[("pubsub.yaml", PUBSUB), ("state.yaml", STATE_WITH_OUTBOX)]);
+    let host = start_sidecar(&app, &res, &[]);
+    let tx = |body: &str| send("POST", &host.url("/v1.0/state/statestore/transaction"), &[("content-type", "application/json")], body);
+    let a = tx(
+        r#"{"operations":[{"operation":"upsert","request":{"key":"a","value":{"n":1}}},{"operation":"upsert","request":{"key":"b","value":{"n":2}}}]}"#,
+    );
+    assert_eq!(a.status, 204, "{}", a.body);
+    let events = app.wait_calls("/outbox", 2, WAIT);
+    let mut data: Vec<_> = events.iter().map(|e| e.json()["data"].clone()).collect();
+    data.sort_by_key(|d| d["n"].as_i64());
+    assert_eq!(data, vec![json!({"n": 1}), json!({"n": 2})]);
+
+    // A failing transaction writes nothing and publishes nothing.
+    let a = tx(
+        r#"{"operations":[{"operation":"upsert","request":{"key":"c","value":3}},{"operation":"upsert","request":{"key":"a","value":9,"etag":"stale"}}]}"#,
+    );
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (500, Some("ERR_STATE_TRANSACTION")));
+    assert_eq!(get(&host.url("/v1.0/state/statestore/c")).status, 204);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/outbox").len(), 2);
+    let a = tx(r#"{"operations":[{"operation":"merge","request":{"key":"x"}}]}"#);
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_NOT_SUPPORTED_STATE_OPERATION")));
+
+    // A projection: the event carries the projected value, the store the real one.
+    let a = tx(
+        r#"{"operations":[{"operation":"upsert","request":{"key":"p","value":{"stored":true}}},{"operation":"upsert","request":{"key":"p","value":{"published":true},"metadata":{"outbox.projection":"true"}}}]}"#,
+    );
+    assert_eq!(a.status, 204);
+    let events = app.wait_calls("/outbox", 3, WAIT);
+    assert_eq!(events[2].json()["data"], json!({"published": true}));
+    assert_eq!(get(&host.url("/v1.0/state/statestore/p")).body, r#"{"stored":true}"#);
+}
+
+#[test]
+fn api_tokens_and_health() {
+    // The app is not up yet: the sidecar is not healthy until it is.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    let res = resources(&[("pubsub.yaml", PUBSUB)]);
+    let port_s = port.to_string();
+    let path = res.path().display().to_string();
+    let host = HostBuilder::sidecar(&["--app-id", "todo", "--app-port", &port_s, "--resources-path", &path])
+        .env("DAPR_API_TOKEN", "api-secret")
+        .env("APP_API_TOKEN", "app-secret")
+        .start();
+    drop(reserved);
+    let a = get(&host.url("/v1.0/healthz"));
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (500, Some("ERR_HEALTH_NOT_READY")));
+    assert_eq!(get(&host.url("/v1.0/healthz/outbound")).status, 204);
+    let app = TestApp::start_on(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])),
+    );
+    wait_healthy(&host);
+
+    let a = publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
+    assert_eq!((a.status, a.body.as_str()), (401, "invalid api token"));
+    let a = send("POST", &host.url("/v1.0/publish/pubsub/t"), &[("dapr-api-token", "api-secret")], "x");
+    assert_eq!(a.status, 204);
+    let got = app.wait_calls("/t", 1, WAIT);
+    assert_eq!(got[0].header("dapr-api-token"), Some("app-secret"));
+}
+
+#[test]
+fn bad_resources_stop_the_start_with_file_and_field() {
+    let res = resources(&[(
+        "broken.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: x\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metdata: []\n",
+    )]);
+    let path = res.path().display().to_string();
+    let err = HostBuilder::sidecar(&["--app-id", "a", "--resources-path", &path]).try_start().err().expect("must fail");
+    assert!(err.contains("broken.yaml:8"), "{err}");
+    assert!(err.contains("metdata"), "{err}");
+    let res = resources(&[(
+        "kafka.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: x\nspec:\n  type: pubsub.rabbitmq\n  version: v1\n",
+    )]);
+    let path = res.path().display().to_string();
+    let err = HostBuilder::sidecar(&["--app-id", "a", "--resources-path", &path]).try_start().err().expect("must fail");
+    assert!(err.contains("kafka.yaml:6") && err.contains("pubsub.rabbitmq"), "{err}");
+}
