@@ -233,12 +233,12 @@ impl Sidecar {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Entry {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             entry_id: String,
             event: Value,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             content_type: String,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             metadata: BTreeMap<String, String>,
         }
         let ps = self.check_publish(pubsub, topic)?;
@@ -390,7 +390,7 @@ impl Sidecar {
         #[derive(serde::Deserialize)]
         struct Bulk {
             keys: Vec<String>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             #[allow(dead_code)]
             parallelism: Option<u32>,
         }
@@ -419,9 +419,9 @@ impl Sidecar {
     async fn state_transaction(&self, store: &str, body: &[u8]) -> Result<(), ApiError> {
         #[derive(serde::Deserialize)]
         struct Tx {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             operations: Vec<TxOp>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             #[allow(dead_code)]
             metadata: BTreeMap<String, String>,
         }
@@ -536,6 +536,15 @@ impl Sidecar {
     }
 }
 
+/// Go's encoding/json reads `null` as the zero value of any field: so do we.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
 /// One state item of a save or transaction request.
 struct ItemReq {
     key: String,
@@ -549,22 +558,22 @@ impl<'de> serde::Deserialize<'de> for ItemReq {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(serde::Deserialize)]
         struct Raw {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             key: String,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             value: Value,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             etag: Option<String>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             metadata: BTreeMap<String, String>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             options: Option<Options>,
         }
         #[derive(serde::Deserialize)]
         struct Options {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             concurrency: Option<String>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_default")]
             #[allow(dead_code)]
             consistency: Option<String>,
         }
