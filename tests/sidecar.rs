@@ -282,13 +282,21 @@ fn transactions_commit_with_their_outbox_events() {
     let host = start_sidecar(&app, &res, &[]);
     let tx = |body: &str| send("POST", &host.url("/v1.0/state/statestore/transaction"), &[("content-type", "application/json")], body);
     let a = tx(
-        r#"{"operations":[{"operation":"upsert","request":{"key":"a","value":{"n":1}}},{"operation":"upsert","request":{"key":"b","value":{"n":2}}}]}"#,
+        r#"{"operations":[{"operation":"upsert","request":{"key":"a","value":{"n":1},"metadata":{"contentType":"application/json"}}},{"operation":"upsert","request":{"key":"b","value":{"n":2}}}]}"#,
     );
     assert_eq!(a.status, 204, "{}", a.body);
     let events = app.wait_calls("/outbox", 2, WAIT);
-    let mut data: Vec<_> = events.iter().map(|e| e.json()["data"].clone()).collect();
-    data.sort_by_key(|d| d["n"].as_i64());
-    assert_eq!(data, vec![json!({"n": 1}), json!({"n": 2})]);
+    let mut events: Vec<_> = events.iter().map(|e| e.json()).collect();
+    events.sort_by_key(|e| e["datacontenttype"].as_str().unwrap_or("").to_string());
+    // As daprd: JSON when the operation says so (its metadata copied into the envelope),
+    // else Go's %v rendering as text/plain; ids are `outbox-<uuid>`.
+    assert_eq!(events[0]["data"], json!({"n": 1}));
+    assert_eq!(events[0]["contentType"], "application/json");
+    assert_eq!(events[1]["data"], "map[n:2]");
+    assert_eq!(events[1]["datacontenttype"], "text/plain");
+    assert!(events[0]["id"].as_str().unwrap().starts_with("outbox-"));
+    assert_eq!(events[0]["topic"], "outbox");
+    assert_eq!(events[0]["source"], "todo");
 
     // A failing transaction writes nothing and publishes nothing.
     let a = tx(
@@ -309,7 +317,7 @@ fn transactions_commit_with_their_outbox_events() {
 
     // A projection: the event carries the projected value, the store the real one.
     let a = tx(
-        r#"{"operations":[{"operation":"upsert","request":{"key":"p","value":{"stored":true}}},{"operation":"upsert","request":{"key":"p","value":{"published":true},"metadata":{"outbox.projection":"true"}}}]}"#,
+        r#"{"operations":[{"operation":"upsert","request":{"key":"p","value":{"stored":true}}},{"operation":"upsert","request":{"key":"p","value":{"published":true},"metadata":{"outbox.projection":"true","contentType":"application/json"}}}]}"#,
     );
     assert_eq!(a.status, 204);
     let events = app.wait_calls("/outbox", 4, WAIT);

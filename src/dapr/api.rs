@@ -433,7 +433,7 @@ impl Sidecar {
         let entry = self.store(store)?;
         let tx: Tx = serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("failed parsing the transaction: {e}")))?;
         let mut ops = Vec::new();
-        let mut projections: BTreeMap<String, Value> = BTreeMap::new();
+        let mut projections: BTreeMap<String, (Value, BTreeMap<String, String>)> = BTreeMap::new();
         let mut published: Vec<(String, Value, BTreeMap<String, String>)> = Vec::new();
         for op in tx.operations {
             let r: ItemReq = serde_json::from_value(op.request)
@@ -441,7 +441,7 @@ impl Sidecar {
             match op.operation.as_str() {
                 "upsert" => {
                     if r.metadata.get("outbox.projection").is_some_and(|v| v == "true") {
-                        projections.insert(r.key.clone(), r.value.clone());
+                        projections.insert(r.key.clone(), (r.value.clone(), r.metadata.clone()));
                         continue;
                     }
                     published.push((r.key.clone(), r.value.clone(), r.metadata.clone()));
@@ -466,18 +466,35 @@ impl Sidecar {
             && let Some((ps, _)) = self.pubsubs.get(pubsub)
         {
             for (key, value, md) in published {
-                let value = projections.remove(&key).unwrap_or(value);
-                let body = serde_json::to_vec(&value).unwrap_or_default();
+                // As daprd: a projection with the same key replaces the published payload,
+                // `contentType` metadata decides how it is rendered, and the operation's
+                // metadata (but `data` and `id`) is copied into the envelope.
+                let (payload, ct) = match projections.remove(&key) {
+                    Some((v, pmd)) => (v, pmd.get("contentType").cloned()),
+                    None => (value, md.get("contentType").cloned()),
+                };
+                let ct = ct.filter(|c| !c.is_empty());
+                let body = match &ct {
+                    Some(c) if c.eq_ignore_ascii_case("application/json") => cloudevents::value_to_go_json(&payload),
+                    _ => cloudevents::go_fmt_v(&payload).into_bytes(),
+                };
+                let none = BTreeMap::new();
                 let input = PublishInput {
                     app_id: &self.cfg.app_id,
                     pubsub,
                     topic,
-                    content_type: Some("application/json"),
+                    content_type: ct.as_deref(),
                     traceparent: "",
                     tracestate: "",
-                    metadata: &md,
+                    metadata: &none,
                 };
-                let ce = cloudevents::envelope(&input, &body, chrono::Utc::now()).map_err(ApiError::transaction)?;
+                let mut ce = cloudevents::envelope(&input, &body, chrono::Utc::now()).map_err(ApiError::transaction)?;
+                ce.insert("id".into(), Value::String(format!("outbox-{}", uuid::Uuid::new_v4())));
+                for (k, v) in &md {
+                    if k != "data" && k != "id" {
+                        ce.insert(k.clone(), Value::String(v.clone()));
+                    }
+                }
                 let msg = Message { topic: topic.clone(), data: Bytes::from(cloudevents::to_go_json(&ce)), metadata: BTreeMap::new() };
                 if let Err(e) = ps.publish(msg).await {
                     tracing::error!(pubsub = %pubsub, topic = %topic, "outbox publish after commit failed: {e:#}");

@@ -1,6 +1,8 @@
 //! The CloudEvent envelope daprd wraps a published body in, and its serialisation
 //! byte-compatible with Go's `json.Marshal` of a map: keys sorted at every level, no
-//! whitespace, `<`, `>`, `&`, U+2028 and U+2029 escaped, numbers as Go prints float64.
+//! whitespace, `<`, `>`, `&`, U+2028 and U+2029 escaped. Numbers: envelope data is
+//! decoded with `UseNumber` by daprd, so its numbers keep their text; state values are
+//! decoded into float64 and printed as Go prints a float64.
 
 use std::collections::BTreeMap;
 
@@ -118,24 +120,71 @@ pub fn to_go_json(map: &BTreeMap<String, Value>) -> Vec<u8> {
         }
         write_string(&mut out, k);
         out.push(':');
-        write_value(&mut out, v);
+        write_value(&mut out, v, Numbers::Verbatim);
     }
     out.push('}');
     out.into_bytes()
 }
 
+/// How numbers are printed.
+#[derive(Clone, Copy)]
+enum Numbers {
+    /// As decoded with Go's `UseNumber`: the text as written. Canonical spellings round-trip
+    /// exactly; unusual ones (`1.50`, `1E5`) come out in serde_json's canonical form.
+    Verbatim,
+    /// As Go prints a float64 decoded by `json.Unmarshal` into `interface{}`.
+    Float64,
+}
+
 /// Serialises any JSON value Go-style.
+/// Serialises a value as daprd stores it: Go's `json.Marshal` of `json.Unmarshal`'s
+/// result (numbers through float64).
 pub fn value_to_go_json(v: &Value) -> Vec<u8> {
     let mut out = String::new();
-    write_value(&mut out, v);
+    write_value(&mut out, v, Numbers::Float64);
     out.into_bytes()
 }
 
-fn write_value(out: &mut String, v: &Value) {
+/// Go's `fmt.Sprintf("%v", v)` of a value `json.Unmarshal` produced: how daprd's
+/// outbox renders a state value whose `contentType` is not JSON.
+pub fn go_fmt_v(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => go_float_g(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_fmt_v).collect::<Vec<_>>().join(" ")),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            format!("map[{}]", keys.iter().map(|k| format!("{k}:{}", go_fmt_v(&m[*k]))).collect::<Vec<_>>().join(" "))
+        }
+    }
+}
+
+/// Go's `%v` of a float64 (`strconv.FormatFloat(f, 'g', -1, 64)`).
+fn go_float_g(f: f64) -> String {
+    if f == 0.0 {
+        return "0".into();
+    }
+    let exp = f.abs().log10().floor() as i32;
+    if (-4..21).contains(&exp) {
+        return format!("{f}");
+    }
+    let s = format!("{f:e}");
+    let (mant, e) = s.split_once('e').unwrap_or((&s, "0"));
+    let e: i32 = e.parse().unwrap_or(0);
+    format!("{mant}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+}
+
+fn write_value(out: &mut String, v: &Value, numbers: Numbers) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&go_number(n)),
+        Value::Number(n) => match numbers {
+            Numbers::Verbatim => out.push_str(&n.to_string()),
+            Numbers::Float64 => out.push_str(&go_number(n)),
+        },
         Value::String(s) => write_string(out, s),
         Value::Array(a) => {
             out.push('[');
@@ -143,7 +192,7 @@ fn write_value(out: &mut String, v: &Value) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(out, x);
+                write_value(out, x, numbers);
             }
             out.push(']');
         }
@@ -157,7 +206,7 @@ fn write_value(out: &mut String, v: &Value) {
                 }
                 write_string(out, k);
                 out.push(':');
-                write_value(out, &m[k]);
+                write_value(out, &m[k], numbers);
             }
             out.push('}');
         }
@@ -228,17 +277,24 @@ mod tests {
     #[test]
     fn json_body_is_embedded_and_serialised_like_go() {
         let md = BTreeMap::new();
-        let ce =
-            envelope(&input(Some("application/json"), &md), br#"{"z":1,"a":"<b>&","n":1.5,"big":1e21,"small":0.0000001}"#, now()).unwrap();
+        let ce = envelope(&input(Some("application/json"), &md), br#"{"z":1,"a":"<b>&","n":1.5,"neg":-3,"q":0.25}"#, now()).unwrap();
         let bytes = String::from_utf8(to_go_json(&ce)).unwrap();
         let id = ce["id"].as_str().unwrap();
         assert_eq!(
             bytes,
             format!(
-                r#"{{"data":{{"a":"\u003cb\u003e\u0026","big":1e+21,"n":1.5,"small":1e-07,"z":1}},"datacontenttype":"application/json","id":"{id}","pubsubname":"pubsub","source":"todo","specversion":"1.0","time":"2026-11-26T10:20:30Z","topic":"todo-events","traceid":"","traceparent":"","tracestate":"","type":"com.dapr.event.sent"}}"#
+                r#"{{"data":{{"a":"\u003cb\u003e\u0026","n":1.5,"neg":-3,"q":0.25,"z":1}},"datacontenttype":"application/json","id":"{id}","pubsubname":"pubsub","source":"todo","specversion":"1.0","time":"2026-11-26T10:20:30Z","topic":"todo-events","traceid":"","traceparent":"","tracestate":"","type":"com.dapr.event.sent"}}"#
             )
         );
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+    }
+
+    #[test]
+    fn state_values_print_numbers_as_go_float64() {
+        let v: Value = serde_json::from_str(r#"{"b":1e21,"a":[1.0,0.0000001,2.5],"s":"<"}"#).unwrap();
+        assert_eq!(String::from_utf8(value_to_go_json(&v)).unwrap(), r#"{"a":[1,1e-07,2.5],"b":1e+21,"s":"\u003c"}"#);
+        assert_eq!(go_fmt_v(&v), "map[a:[1 1e-07 2.5] b:1e+21 s:<]");
+        assert_eq!(go_fmt_v(&Value::String("plain".into())), "plain");
     }
 
     #[test]
