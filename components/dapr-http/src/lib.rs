@@ -1,0 +1,272 @@
+//! A small Dapr client for Spin components: publish, state get/save/delete and
+//! transactions over daprd's HTTP API, sent with `spin_sdk::http::send`. It builds the
+//! same URLs and bodies any Dapr SDK does, so it works unchanged against real daprd.
+//! Errors carry daprd's `errorCode`. URL and body building and error parsing are plain
+//! functions, tested natively.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use spin_sdk::http::{Method, Request, Response};
+
+/// A failed Dapr call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaprError {
+    /// The sidecar could not be reached (not running, refused, denied by the allow-list).
+    Unreachable(String),
+    /// daprd answered with an error.
+    Api { status: u16, error_code: String, message: String },
+    /// The answer could not be understood.
+    Protocol(String),
+}
+
+impl std::fmt::Display for DaprError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaprError::Unreachable(m) => write!(f, "the Dapr sidecar is unreachable: {m}"),
+            DaprError::Api { status, error_code, message } => write!(f, "Dapr answered {status} {error_code}: {message}"),
+            DaprError::Protocol(m) => write!(f, "unexpected answer from Dapr: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DaprError {}
+
+impl DaprError {
+    /// An optimistic-concurrency conflict: an ETag mismatch on save, delete or in a transaction.
+    pub fn is_etag_mismatch(&self) -> bool {
+        match self {
+            DaprError::Api { status: 409, .. } => true,
+            DaprError::Api { error_code, message, .. } => error_code == "ERR_STATE_TRANSACTION" && message.to_ascii_lowercase().contains("etag"),
+            _ => false,
+        }
+    }
+}
+
+/// Reads daprd's error body `{"errorCode","message"}`.
+pub fn parse_error(status: u16, body: &[u8]) -> DaprError {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        #[serde(default)]
+        error_code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => DaprError::Api { status, error_code: b.error_code, message: b.message },
+        Err(_) => DaprError::Api { status, error_code: String::new(), message: String::from_utf8_lossy(body).into_owned() },
+    }
+}
+
+/// Percent-encodes one URL path segment (RFC 3986 unreserved characters kept).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One operation of a state transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TxOp {
+    Upsert { key: String, value: Value, etag: Option<String>, first_write: bool, metadata: BTreeMap<String, String> },
+    Delete { key: String, etag: Option<String> },
+}
+
+impl TxOp {
+    fn to_json(&self) -> Value {
+        match self {
+            TxOp::Upsert { key, value, etag, first_write, metadata } => {
+                let mut req = json!({ "key": key, "value": value });
+                if let Some(e) = etag {
+                    req["etag"] = json!(e);
+                }
+                if *first_write {
+                    req["options"] = json!({ "concurrency": "first-write" });
+                }
+                if !metadata.is_empty() {
+                    req["metadata"] = json!(metadata);
+                }
+                json!({ "operation": "upsert", "request": req })
+            }
+            TxOp::Delete { key, etag } => {
+                let mut req = json!({ "key": key });
+                if let Some(e) = etag {
+                    req["etag"] = json!(e);
+                }
+                json!({ "operation": "delete", "request": req })
+            }
+        }
+    }
+}
+
+/// The body of `POST /v1.0/state/{store}/transaction`.
+pub fn transaction_body(ops: &[TxOp]) -> Value {
+    json!({ "operations": ops.iter().map(TxOp::to_json).collect::<Vec<_>>() })
+}
+
+/// A value read from the state store with its ETag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub value: Value,
+    pub etag: Option<String>,
+}
+
+/// A Dapr sidecar reachable over HTTP.
+#[derive(Debug, Clone)]
+pub struct Dapr {
+    base: String,
+    token: Option<String>,
+}
+
+impl Dapr {
+    /// `base` like `http://127.0.0.1:3500`; `token` is DAPR_API_TOKEN, if the sidecar wants one.
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_string();
+        Self { base, token: token.filter(|t| !t.is_empty()) }
+    }
+
+    pub fn publish_url(&self, pubsub: &str, topic: &str) -> String {
+        format!("{}/v1.0/publish/{}/{}", self.base, encode_segment(pubsub), encode_segment(topic))
+    }
+
+    pub fn state_url(&self, store: &str, key: Option<&str>) -> String {
+        match key {
+            Some(k) => format!("{}/v1.0/state/{}/{}", self.base, encode_segment(store), encode_segment(k)),
+            None => format!("{}/v1.0/state/{}", self.base, encode_segment(store)),
+        }
+    }
+
+    async fn call(&self, method: Method, url: String, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>, Option<String>), DaprError> {
+        let mut b = Request::builder();
+        b.method(method).uri(url);
+        if let Some(t) = &self.token {
+            b.header("dapr-api-token", t.as_str());
+        }
+        for (k, v) in headers {
+            b.header(*k, *v);
+        }
+        let req = match body {
+            Some(body) => b.body(body).build(),
+            None => b.build(),
+        };
+        let resp: Response = spin_sdk::http::send(req).await.map_err(|e| DaprError::Unreachable(format!("{e:?}")))?;
+        let etag = resp.header("etag").and_then(|v| v.as_str()).map(str::to_owned);
+        Ok((*resp.status(), resp.body().to_vec(), etag))
+    }
+
+    /// Publishes a JSON event; Dapr wraps it in a CloudEvent.
+    pub async fn publish(&self, pubsub: &str, topic: &str, event: &Value) -> Result<(), DaprError> {
+        let body = serde_json::to_vec(event).map_err(|e| DaprError::Protocol(e.to_string()))?;
+        let (status, body, _) = self.call(Method::Post, self.publish_url(pubsub, topic), &[("content-type", "application/json")], Some(body)).await?;
+        expect_no_content(status, &body)
+    }
+
+    /// Reads a key; `None` when it does not exist.
+    pub async fn get_state(&self, store: &str, key: &str) -> Result<Option<Stored>, DaprError> {
+        let (status, body, etag) = self.call(Method::Get, self.state_url(store, Some(key)), &[], None).await?;
+        match status {
+            200 if body.is_empty() => Ok(None),
+            200 => {
+                let value = serde_json::from_slice(&body).map_err(|e| DaprError::Protocol(format!("state {key} is not JSON: {e}")))?;
+                Ok(Some(Stored { value, etag }))
+            }
+            204 => Ok(None),
+            _ => Err(parse_error(status, &body)),
+        }
+    }
+
+    /// Saves one key; with `etag`, only over that version.
+    pub async fn save_state(&self, store: &str, key: &str, value: &Value, etag: Option<&str>) -> Result<(), DaprError> {
+        let mut item = json!({ "key": key, "value": value });
+        if let Some(e) = etag {
+            item["etag"] = json!(e);
+            item["options"] = json!({ "concurrency": "first-write" });
+        }
+        let body = serde_json::to_vec(&json!([item])).map_err(|e| DaprError::Protocol(e.to_string()))?;
+        let (status, body, _) = self.call(Method::Post, self.state_url(store, None), &[("content-type", "application/json")], Some(body)).await?;
+        expect_no_content(status, &body)
+    }
+
+    /// Deletes one key; with `etag`, only that version.
+    pub async fn delete_state(&self, store: &str, key: &str, etag: Option<&str>) -> Result<(), DaprError> {
+        let headers: Vec<(&str, &str)> = etag.map(|e| vec![("if-match", e)]).unwrap_or_default();
+        let (status, body, _) = self.call(Method::Delete, self.state_url(store, Some(key)), &headers, None).await?;
+        expect_no_content(status, &body)
+    }
+
+    /// Runs operations atomically.
+    pub async fn transaction(&self, store: &str, ops: &[TxOp]) -> Result<(), DaprError> {
+        let body = serde_json::to_vec(&transaction_body(ops)).map_err(|e| DaprError::Protocol(e.to_string()))?;
+        let url = format!("{}/transaction", self.state_url(store, None));
+        let (status, body, _) = self.call(Method::Post, url, &[("content-type", "application/json")], Some(body)).await?;
+        expect_no_content(status, &body)
+    }
+}
+
+fn expect_no_content(status: u16, body: &[u8]) -> Result<(), DaprError> {
+    if (200..300).contains(&status) { Ok(()) } else { Err(parse_error(status, body)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_built_and_encoded_like_the_sdks() {
+        let d = Dapr::new("http://127.0.0.1:3500/", Some(String::new()));
+        assert_eq!(d.publish_url("pubsub", "todo-events"), "http://127.0.0.1:3500/v1.0/publish/pubsub/todo-events");
+        assert_eq!(d.publish_url("pubsub", "a/b"), "http://127.0.0.1:3500/v1.0/publish/pubsub/a%2Fb");
+        assert_eq!(d.state_url("statestore", Some("todo 1")), "http://127.0.0.1:3500/v1.0/state/statestore/todo%201");
+        assert_eq!(d.state_url("statestore", None), "http://127.0.0.1:3500/v1.0/state/statestore");
+        assert_eq!(d.token, None);
+    }
+
+    #[test]
+    fn errors_carry_daprd_codes() {
+        let e = parse_error(404, br#"{"errorCode":"ERR_PUBSUB_NOT_FOUND","message":"pubsub x is not found"}"#);
+        assert_eq!(e, DaprError::Api { status: 404, error_code: "ERR_PUBSUB_NOT_FOUND".into(), message: "pubsub x is not found".into() });
+        assert!(!e.is_etag_mismatch());
+        assert!(parse_error(409, br#"{"errorCode":"ERR_STATE_SAVE","message":"x"}"#).is_etag_mismatch());
+        assert!(
+            parse_error(500, br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: possible etag mismatch"}"#)
+                .is_etag_mismatch()
+        );
+        assert_eq!(parse_error(502, b"bad gateway"), DaprError::Api { status: 502, error_code: String::new(), message: "bad gateway".into() });
+    }
+
+    #[test]
+    fn transaction_bodies_match_the_http_api() {
+        let ops = vec![
+            TxOp::Upsert {
+                key: "todos".into(),
+                value: json!({"a": 1}),
+                etag: Some("7".into()),
+                first_write: true,
+                metadata: BTreeMap::new(),
+            },
+            TxOp::Upsert {
+                key: "todos".into(),
+                value: json!({"event_type": "todo.created"}),
+                etag: None,
+                first_write: false,
+                metadata: BTreeMap::from([("outbox.projection".to_string(), "true".to_string())]),
+            },
+            TxOp::Delete { key: "gone".into(), etag: None },
+        ];
+        assert_eq!(
+            transaction_body(&ops),
+            json!({"operations": [
+                {"operation": "upsert", "request": {"key": "todos", "value": {"a": 1}, "etag": "7", "options": {"concurrency": "first-write"}}},
+                {"operation": "upsert", "request": {"key": "todos", "value": {"event_type": "todo.created"}, "metadata": {"outbox.projection": "true"}}},
+                {"operation": "delete", "request": {"key": "gone"}}
+            ]})
+        );
+    }
+}
