@@ -65,7 +65,7 @@ pub struct HostBuilder {
 impl HostBuilder {
     pub fn new(manifest: &Path) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindapr"));
-        cmd.arg("up").arg("-f").arg(manifest).args(["--listen", "127.0.0.1:0", "--dapr-http-port", "0"]);
+        cmd.arg("up").arg("-f").arg(manifest).args(["--listen", "127.0.0.1:0"]);
         cmd.env("SPINDAPR_CACHE_DIR", test_cache_dir());
         cmd.env("RUST_LOG", "info");
         Self { cmd }
@@ -100,6 +100,11 @@ impl HostBuilder {
 
     /// Starts the host; on failure returns its stderr.
     pub fn try_start(mut self) -> Result<Host, String> {
+        // Parallel tests must not fight over the sidecar's default port 3500.
+        let is_up = self.cmd.get_args().next().is_some_and(|a| a == "up");
+        if is_up && !self.cmd.get_args().any(|a| a == "--dapr-http-port" || a == "--no-sidecar") {
+            self.cmd.args(["--dapr-http-port", "0"]);
+        }
         let mut child = self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("spawn: {e}"))?;
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().expect("stderr");

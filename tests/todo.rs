@@ -1,0 +1,239 @@
+//! The Todo system end to end: the real host, the embedded sidecar and the real
+//! todo-api / todo-events components, over HTTP, with the repo's spin.toml and
+//! runtime-config.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `up` on the repo's spin.toml with the in-memory resources.
+fn start(extra: &[&str]) -> Host {
+    guest_wasm("todo-api");
+    let root = repo_root();
+    let dapr_port = free_port().to_string();
+    let mut b = HostBuilder::new(&root.join("spin.toml"))
+        .arg("--dapr-http-port")
+        .arg(&dapr_port)
+        .arg("--variable")
+        .arg(format!("dapr_url=http://127.0.0.1:{dapr_port}"))
+        .arg("--resources-path")
+        .arg(root.join("runtime-config/dapr/in-memory"))
+        .arg("--runtime-config-file")
+        .arg(root.join("runtime-config/runtime-config.toml"));
+    for a in extra {
+        b = b.arg(a);
+    }
+    let host = b.start();
+    // Ready once the sidecar has read the subscriptions.
+    let start = std::time::Instant::now();
+    while get(&host.dapr_url("/v1.0/healthz")).status != 204 {
+        assert!(start.elapsed() < WAIT, "sidecar not ready:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host
+}
+
+fn post(host: &Host, path: &str, body: &str) -> Answer {
+    send("POST", &host.url(path), &[("content-type", "application/json")], body)
+}
+
+fn activity(host: &Host) -> Value {
+    get(&host.url("/activity")).json()
+}
+
+fn wait_activity(host: &Host, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let a = activity(host);
+        if pred(&a) {
+            return a;
+        }
+        assert!(start.elapsed() < WAIT, "activity never got there: {a}\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn crud_validation_and_events() {
+    let host = start(&[]);
+    let a = post(&host, "/todos", r#"{"title":"  buy milk  "}"#);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let todo = a.json();
+    let id = todo["id"].as_str().unwrap().to_string();
+    assert_eq!(todo["title"], "buy milk");
+    assert_eq!(todo["completed"], false);
+    assert_eq!(a.header("location"), Some(format!("/todos/{id}").as_str()));
+    assert_eq!(a.header("etag"), Some("\"1\""));
+    post(&host, "/todos", r#"{"title":"walk dog","completed":true}"#);
+
+    let a = get(&host.url(&format!("/todos/{id}")));
+    assert_eq!((a.status, a.json()["title"].as_str()), (200, Some("buy milk")));
+    assert_eq!(get(&host.url("/todos")).json().as_array().unwrap().len(), 2);
+    assert_eq!(get(&host.url("/todos?completed=true")).json()[0]["title"], "walk dog");
+    assert_eq!(get(&host.url("/todos?completed=false")).json()[0]["title"], "buy milk");
+
+    let a = send("PATCH", &host.url(&format!("/todos/{id}")), &[("if-match", "\"1\"")], r#"{"completed":true}"#);
+    assert_eq!((a.status, a.json()["completed"].as_bool(), a.header("etag")), (200, Some(true), Some("\"2\"")));
+    let a = send("PUT", &host.url(&format!("/todos/{id}")), &[], r#"{"title":"buy oat milk","completed":true}"#);
+    assert_eq!((a.status, a.json()["title"].as_str()), (200, Some("buy oat milk")));
+    let a = send("PATCH", &host.url(&format!("/todos/{id}")), &[("if-match", "\"1\"")], r#"{"title":"stale"}"#);
+    assert_eq!((a.status, a.json()["error"]["code"].as_str()), (412, Some("precondition_failed")));
+    let a = send("DELETE", &host.url(&format!("/todos/{id}")), &[], "");
+    assert_eq!((a.status, a.body.as_str()), (204, ""));
+    assert_eq!(get(&host.url(&format!("/todos/{id}"))).status, 404);
+    assert_eq!(send("DELETE", &host.url(&format!("/todos/{id}")), &[], "").status, 404);
+
+    // Each change reached the subscriber as a Dapr outbox CloudEvent.
+    let feed = wait_activity(&host, |a| a["total"] == 5);
+    assert_eq!(feed["counts"], json!({"todo.created": 2, "todo.completed": 1, "todo.updated": 1, "todo.deleted": 1}));
+    let latest = feed["latest"].as_array().unwrap();
+    assert_eq!(latest[0]["event_type"], "todo.deleted");
+    assert!(latest.iter().all(|e| e["event_id"].as_str().unwrap().starts_with("outbox-")), "{feed}");
+    assert!(host.logs().contains(&format!("[todo-events] todo-events: received todo.created for todo {id}")), "{}", host.logs());
+
+    // Every error case, with a JSON error naming the field.
+    let cases: &[(&str, &str, &str, u16, Option<&str>)] = &[
+        ("POST", "/todos", "{", 400, None),
+        ("POST", "/todos", r#"{"title":""}"#, 400, Some("title")),
+        ("POST", "/todos", r#"{"title":"   "}"#, 400, Some("title")),
+        ("POST", "/todos", r#"{"title":7}"#, 400, Some("title")),
+        ("POST", "/todos", r#"{"title":"x","done":true}"#, 400, Some("done")),
+        ("POST", "/todos", r#"{"title":"x","completed":"no"}"#, 400, Some("completed")),
+        ("PUT", "/todos/nope", r#"{"title":"x","completed":false}"#, 404, None),
+        ("PATCH", "/todos/nope", r#"{"completed":true}"#, 404, None),
+        ("GET", "/todos/nope", "", 404, None),
+        ("GET", "/todos?completed=maybe", "", 400, Some("completed")),
+        ("DELETE", "/todos", "", 405, None),
+    ];
+    for (method, path, body, status, field) in cases {
+        let a = send(method, &host.url(path), &[], body);
+        assert_eq!(a.status, *status, "{method} {path} {body}: {}", a.body);
+        assert_eq!(a.json()["error"]["field"].as_str(), *field, "{method} {path} {body}");
+    }
+    let long = format!(r#"{{"title":"{}"}}"#, "x".repeat(201));
+    assert_eq!(post(&host, "/todos", &long).status, 400);
+    let huge = format!(r#"{{"title":"{}"}}"#, "x".repeat(70 * 1024));
+    assert_eq!(post(&host, "/todos", &huge).status, 413);
+    // Nothing invalid was stored or published.
+    assert_eq!(get(&host.url("/todos")).json().as_array().unwrap().len(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(activity(&host)["total"], 5);
+}
+
+#[test]
+fn concurrent_writers_keep_the_list_consistent_and_etags_conflict_once() {
+    let host = start(&[]);
+    let base = host.url("");
+    let creators: Vec<_> = (0..16)
+        .map(|i| {
+            let url = format!("{base}/todos");
+            std::thread::spawn(move || send("POST", &url, &[], &format!(r#"{{"title":"t{i}"}}"#)).status)
+        })
+        .collect();
+    for c in creators {
+        assert_eq!(c.join().unwrap(), 201);
+    }
+    let list = get(&host.url("/todos")).json();
+    assert_eq!(list.as_array().unwrap().len(), 16, "{list}");
+    wait_activity(&host, |a| a["counts"]["todo.created"] == 16);
+
+    // Two updates with the same ETag: exactly one wins, the other gets 412.
+    for round in 0..5 {
+        let id = list[round]["id"].as_str().unwrap().to_string();
+        let etag = get(&host.url(&format!("/todos/{id}"))).header("etag").unwrap().to_string();
+        let racers: Vec<_> = (0..2)
+            .map(|n| {
+                let (url, etag) = (format!("{base}/todos/{id}"), etag.clone());
+                std::thread::spawn(move || send("PATCH", &url, &[("if-match", &etag)], &format!(r#"{{"title":"racer {n}"}}"#)).status)
+            })
+            .collect();
+        let mut statuses: Vec<u16> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        statuses.sort();
+        assert_eq!(statuses, vec![200, 412], "round {round}");
+    }
+}
+
+#[test]
+fn sidecar_unreachable_is_503_and_nothing_is_written() {
+    let closed = free_port();
+    let host = HostBuilder::new(&repo_root().join("spin.toml"))
+        .arg("--no-sidecar")
+        .arg("--variable")
+        .arg(format!("dapr_url=http://127.0.0.1:{closed}"))
+        .start();
+    guest_wasm("todo-api");
+    let a = post(&host, "/todos", r#"{"title":"lost?"}"#);
+    assert_eq!((a.status, a.json()["error"]["code"].as_str()), (503, Some("dapr_unavailable")), "{}", a.body);
+    assert_eq!(get(&host.url("/todos")).status, 503);
+    assert_eq!(get(&host.url("/activity")).status, 503);
+}
+
+#[test]
+fn retry_is_redelivered_then_dead_lettered() {
+    // The subscriber's own state store is missing: every event it receives fails its
+    // state call, so it answers RETRY; the Resiliency spec allows 3 retries.
+    let host = start(&["--variable", "activity_store=missing-store"]);
+    let a = post(&host, "/todos", r#"{"title":"will retry"}"#);
+    assert_eq!(a.status, 201);
+    assert!(host.wait_log("todo-events: dead-lettered event outbox-", WAIT), "{}", host.logs());
+    let retries = host.logs().matches("todo-events: RETRY event outbox-").count();
+    assert_eq!(retries, 4, "one delivery and 3 retries:\n{}", host.logs());
+}
+
+#[test]
+fn drop_dead_letters_and_duplicates_count_once() {
+    let host = start(&[]);
+    let publish = |ct: &str, body: &str| send("POST", &host.dapr_url("/v1.0/publish/pubsub/todo-events"), &[("content-type", ct)], body);
+    // Malformed and unknown event types: DROP with a reason, then the dead-letter route.
+    assert_eq!(publish("application/json", r#"{"event_type":"todo.exploded","todo":{"id":"x"}}"#).status, 204);
+    assert_eq!(publish("text/plain", "not an event").status, 204);
+    let feed = wait_activity(&host, |a| a["dead_lettered"] == 2);
+    assert_eq!(feed["total"], 0);
+    assert!(host.logs().contains("todo-events: DROP: event"), "{}", host.logs());
+    assert!(host.logs().contains("unknown event_type"), "the log says why: {}", host.logs());
+
+    // The same CloudEvent delivered twice (at-least-once) is counted once.
+    let ce = r#"{"id":"dup-1","specversion":"1.0","type":"com.dapr.event.sent","source":"test","datacontenttype":"application/json","data":{"event_type":"todo.created","todo":{"id":"t-dup","title":"twice"},"occurred_at":"now"}}"#;
+    assert_eq!(publish("application/cloudevents+json", ce).status, 204);
+    assert_eq!(publish("application/cloudevents+json", ce).status, 204);
+    assert!(host.wait_log("todo-events: duplicate event dup-1 ignored", WAIT), "{}", host.logs());
+    let feed = activity(&host);
+    assert_eq!((feed["total"].as_u64(), feed["counts"]["todo.created"].as_u64()), (Some(1), Some(1)), "{feed}");
+}
+
+#[test]
+fn declarative_subscription_matches_the_programmatic_one() {
+    // What todo-events declares at GET /dapr/subscribe ...
+    let host = start(&[]);
+    let programmatic = get(&host.url("/dapr/subscribe")).json();
+    drop(host);
+    // ... equals what runtime-config/dapr/declarative declares.
+    let root = repo_root();
+    let path = root.join("runtime-config/dapr/declarative").display().to_string();
+    let in_memory = root.join("runtime-config/dapr/in-memory").display().to_string();
+    let sidecar = HostBuilder::sidecar(&["--app-id", "todo", "--resources-path", &in_memory, "--resources-path", &path]).start();
+    let md = get(&sidecar.url("/v1.0/metadata")).json();
+    let declared: Vec<Value> = md["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut v = json!({"pubsubname": s["pubsubname"], "topic": s["topic"], "route": s["rules"][0]["path"]});
+            if s["deadLetterTopic"] != "" {
+                v["deadLetterTopic"] = s["deadLetterTopic"].clone();
+            }
+            v
+        })
+        .collect();
+    assert_eq!(Value::Array(declared), programmatic);
+    assert!(md["subscriptions"].as_array().unwrap().iter().all(|s| s["type"] == "DECLARATIVE"));
+}
