@@ -7,7 +7,7 @@ mod store;
 
 use dapr_http::Dapr;
 use todo_domain::todo::{self as model, ApiError, Change, Shape, Todo};
-use serde_json::{Value, json};
+use serde_json::Value;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use store::{Failure, Store};
@@ -74,7 +74,8 @@ async fn list(req: &Request) -> Result<Response, Failure> {
     let filter = model::parse_completed_filter(req.query())?;
     let (c, _) = store()?.load().await?;
     let todos: Vec<&Todo> = c.todos.iter().filter(|t| filter.is_none_or(|f| t.completed == f)).collect();
-    Ok(json_response(200, &json!(todos)))
+    // Serialised from the struct (not a JSON map) so fields keep the order single todos have.
+    Ok(Response::builder().status(200).header("content-type", "application/json").body(serde_json::to_string(&todos).unwrap_or_default()).build())
 }
 
 async fn read(id: &str) -> Result<Response, Failure> {

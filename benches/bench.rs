@@ -1,0 +1,421 @@
+//! Benchmarks, run with `cargo bench --bench bench -- <host|sidecar|todo|all>`:
+//! - host: the same component (fixtures/hello) under this host and under `wasmtime serve`
+//!   (wasmtime-cli 48.0.8 on PATH or in $WASMTIME), fresh instance per request, measured
+//!   with wrk; servers pinned to CPU 0 and wrk to CPU 1, rounds alternated.
+//! - sidecar: publish→deliver latency through the in-memory pub/sub to a subscriber, and
+//!   publishes/s with concurrent publishers.
+//! - todo: GET /todos/:id and POST /todos through the embedded sidecar, and the latency
+//!   from POST /todos to the subscriber's activity feed showing the event.
+//! Figures are printed as a table; BENCHMARKS.md records them with this command.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn build_guests() -> PathBuf {
+    let ok = Command::new("cargo")
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(root().join("components"))
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("cargo");
+    assert!(ok.success(), "building the guest components failed");
+    root().join("components/target/wasm32-wasip2/release")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` pinned to `cpu` and waits for a stdout line starting with `ready`.
+fn start(cpu: &str, program: &Path, args: &[String], ready: &str) -> Proc {
+    let mut child = Command::new("taskset")
+        .arg("-c")
+        .arg(cpu)
+        .arg(program)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("taskset (util-linux) is needed to pin the servers");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if !sent && line.starts_with(&ready) {
+                let _ = tx.send(());
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(120)).expect("the server did not start");
+    Proc(child)
+}
+
+fn wait_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(60), "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Wrk {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn to_us(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n,
+        "ms" => n * 1000.0,
+        "s" => n * 1_000_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(url: &str, conns: u32, secs: u32) -> Wrk {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"))
+        .arg("--latency")
+        .arg(url)
+        .output()
+        .expect("wrk is needed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut w = Wrk { rps: f64::NAN, p50_us: f64::NAN, p99_us: f64::NAN };
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["Requests/sec:", v] => w.rps = v.parse().unwrap_or(f64::NAN),
+            ["50%", v] => w.p50_us = to_us(v),
+            ["99%", v] => w.p99_us = to_us(v),
+            _ => {}
+        }
+    }
+    assert!(w.rps.is_finite(), "could not read wrk's output:\n{text}");
+    w
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted_us: &[f64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[i]
+}
+
+fn bench_host() {
+    let guests = build_guests();
+    let hello = guests.join("hello.wasm");
+    let wasmtime = std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".into());
+    let version = Command::new(&wasmtime).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let Ok(version) = version else {
+        eprintln!("host bench: `wasmtime` not found; install it with `cargo install wasmtime-cli --version 48.0.8 --locked` or set WASMTIME");
+        std::process::exit(2);
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spin.toml"),
+        format!("spin_manifest_version = 2\n[application]\nname = \"hello\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n[component.hello]\nsource = \"{}\"\n", hello.display()),
+    )
+    .unwrap();
+    let ours_port = free_port();
+    let theirs_port = free_port();
+    let ours = start(
+        "0",
+        Path::new(env!("CARGO_BIN_EXE_spindapr")),
+        &["up".into(), "-f".into(), dir.path().join("spin.toml").display().to_string(), "--listen".into(), format!("127.0.0.1:{ours_port}"), "--no-sidecar".into(), "-q".into()],
+        "Serving",
+    );
+    let mut theirs = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(&wasmtime)
+        .args(["serve", "-Scli", "--addr"])
+        .arg(format!("127.0.0.1:{theirs_port}"))
+        .arg(&hello)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wasmtime serve");
+    wait_port(theirs_port);
+    let _ = (ours.0.id(), &mut theirs);
+    let theirs = Proc(theirs);
+
+    println!("\n## host: fresh instance per request, hello component ({version})");
+    for conns in [1u32, 2, 8] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // Warm up both (compilation, pools, caches).
+        wrk(&format!("http://127.0.0.1:{ours_port}/"), conns, 2);
+        wrk(&format!("http://127.0.0.1:{theirs_port}/"), conns, 2);
+        for _ in 0..3 {
+            a.push(wrk(&format!("http://127.0.0.1:{ours_port}/"), conns, 8));
+            b.push(wrk(&format!("http://127.0.0.1:{theirs_port}/"), conns, 8));
+        }
+        let row = |name: &str, w: &[Wrk]| {
+            let rps = median(w.iter().map(|x| x.rps).collect());
+            let p50 = median(w.iter().map(|x| x.p50_us).collect());
+            let p99 = median(w.iter().map(|x| x.p99_us).collect());
+            println!("| {name:<16} | {conns:>3} | {rps:>9.0} | {p50:>8.0} | {p99:>8.0} |");
+            (rps, p50, p99)
+        };
+        println!("| server           | c   | req/s     | p50 µs   | p99 µs   |");
+        println!("|------------------|-----|-----------|----------|----------|");
+        let (ra, _, pa) = row("spindapr up", &a);
+        let (rb, _, pb) = row("wasmtime serve", &b);
+        println!("ratio req/s {:.2}×; p99 difference {:+.0} µs (medians of 3 rounds × 8 s)\n", ra / rb, pa - pb);
+    }
+    drop(theirs);
+    drop(ours);
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(c)
+}
+
+async fn call(c: &HttpClient, method: &str, url: &str, body: Bytes) -> (u16, Bytes) {
+    let req = http::Request::builder().method(method).uri(url).header("content-type", "application/json").body(Full::new(body)).unwrap();
+    let resp = c.request(req).await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// `conns` loops sending requests for `secs`; returns req/s and sorted latencies in µs.
+async fn load(method: &'static str, url: String, body: impl Fn(u64) -> Bytes + Send + Sync + 'static, conns: usize, secs: u64) -> (f64, Vec<f64>) {
+    let c = client();
+    let body = Arc::new(body);
+    let n = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (c, url, body, n) = (c.clone(), url.clone(), body.clone(), n.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let (status, _) = call(&c, method, &url, body(i)).await;
+                assert!(status < 300, "{method} {url}: {status}");
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    (all.len() as f64 / secs as f64, all)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+async fn bench_sidecar() {
+    use hyper::service::service_fn;
+    let app_port = free_port();
+    let dapr_port = free_port();
+    // The subscriber: records publish→deliver latency from the timestamp in each event.
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port)).await.unwrap();
+    let (lat, del) = (latencies.clone(), delivered.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (lat, del) = (lat.clone(), del.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (lat, del) = (lat.clone(), del.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let answer = if path == "/dapr/subscribe" {
+                            r#"[{"pubsubname":"pubsub","topic":"bench","route":"/bench"}]"#.to_string()
+                        } else {
+                            let arrived = now_ns();
+                            let ce: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            if let Some(sent) = ce["data"]["sent_ns"].as_str().and_then(|s| s.parse::<u128>().ok())
+                                && ce["data"]["measure"] == true
+                            {
+                                lat.lock().unwrap().push((arrived - sent) as f64 / 1000.0);
+                            }
+                            del.fetch_add(1, Ordering::Relaxed);
+                            r#"{"status":"SUCCESS"}"#.to_string()
+                        };
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    let sidecar = start(
+        "0",
+        Path::new(env!("CARGO_BIN_EXE_spindapr")),
+        &["sidecar".into(), "--app-id".into(), "bench".into(), "--app-port".into(), app_port.to_string(), "--dapr-http-port".into(), dapr_port.to_string()],
+        "Dapr sidecar",
+    );
+    let c = client();
+    let health = format!("http://127.0.0.1:{dapr_port}/v1.0/healthz");
+    while call(&c, "GET", &health, Bytes::new()).await.0 != 204 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!("http://127.0.0.1:{dapr_port}/v1.0/publish/pubsub/bench");
+    // Latency: one message at a time.
+    for i in 0..3000u32 {
+        let measure = i >= 500; // the first 500 warm up
+        let body = serde_json::json!({"sent_ns": now_ns().to_string(), "measure": measure, "i": i});
+        let (status, _) = call(&c, "POST", &url, Bytes::from(body.to_string())).await;
+        assert_eq!(status, 204);
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    println!("\n## sidecar: in-memory pub/sub, publish→deliver (sidecar on CPU 0; publisher and subscriber in the bench process)");
+    println!("| measure                         | value |");
+    println!("|---------------------------------|-------|");
+    println!("| publish→deliver p50 (µs), n={:<4} | {:.0} |", l.len(), percentile(&l, 0.50));
+    println!("| publish→deliver p99 (µs)         | {:.0} |", percentile(&l, 0.99));
+    // Throughput: 8 concurrent publishers for 5 s.
+    let before = delivered.load(Ordering::Relaxed);
+    let (rps, lat) = load("POST", url, |i| Bytes::from(format!(r#"{{"sent_ns":"0","measure":false,"i":{i}}}"#)), 8, 5).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = delivered.load(Ordering::Relaxed) - before;
+    println!("| publishes/s (8 publishers, 5 s)  | {rps:.0} |");
+    println!("| publish call p50 / p99 (µs)      | {:.0} / {:.0} |", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!("| delivered / published            | {got} / {} |", lat.len());
+    drop(sidecar);
+}
+
+async fn bench_todo() {
+    build_guests();
+    let port = free_port();
+    let dapr_port = free_port();
+    let r = root();
+    let up = start(
+        "0",
+        Path::new(env!("CARGO_BIN_EXE_spindapr")),
+        &[
+            "up".into(),
+            "-f".into(),
+            r.join("spin.toml").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--dapr-http-port".into(),
+            dapr_port.to_string(),
+            "--variable".into(),
+            format!("dapr_url=http://127.0.0.1:{dapr_port}"),
+            "--resources-path".into(),
+            r.join("runtime-config/dapr/in-memory").display().to_string(),
+            "-q".into(),
+        ],
+        "Serving",
+    );
+    let c = client();
+    let base = format!("http://127.0.0.1:{port}");
+    while call(&c, "GET", &format!("http://127.0.0.1:{dapr_port}/v1.0/healthz"), Bytes::new()).await.0 != 204 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 50 todos to read.
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let (s, b) = call(&c, "POST", &format!("{base}/todos"), Bytes::from(format!(r#"{{"title":"seed {i}"}}"#))).await;
+        assert_eq!(s, 201);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    println!("\n## todo: through the embedded sidecar (in-memory), server on CPU 0, client in the bench process");
+    println!("| request                  | c | req/s | p50 µs | p99 µs |");
+    println!("|--------------------------|---|-------|--------|--------|");
+    let get_url = format!("{base}/todos/{}", ids[25]);
+    load("GET", get_url.clone(), |_| Bytes::new(), 2, 2).await;
+    let (rps, l) = load("GET", get_url, |_| Bytes::new(), 2, 8).await;
+    println!("| GET /todos/:id (50 todos) | 2 | {rps:.0} | {:.0} | {:.0} |", percentile(&l, 0.5), percentile(&l, 0.99));
+    let (rps, l) = load("POST", format!("{base}/todos"), |i| Bytes::from(format!(r#"{{"title":"bench {i}"}}"#)), 2, 8).await;
+    println!("| POST /todos              | 2 | {rps:.0} | {:.0} | {:.0} |", percentile(&l, 0.5), percentile(&l, 0.99));
+    // create→subscriber: POST, then poll the activity feed until the event shows.
+    let total = |b: &Bytes| serde_json::from_slice::<serde_json::Value>(b).unwrap()["total"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut seen = total(&call(&c, "GET", &format!("{base}/activity"), Bytes::new()).await.1);
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        let (s, _) = call(&c, "POST", &format!("{base}/todos"), Bytes::from(format!(r#"{{"title":"e2e {i}"}}"#))).await;
+        assert_eq!(s, 201);
+        loop {
+            let now = total(&call(&c, "GET", &format!("{base}/activity"), Bytes::new()).await.1);
+            if now > seen {
+                seen = now;
+                break;
+            }
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!("| POST → event in /activity | 1 | – | {:.0} | {:.0} |", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    drop(up);
+}
+
+fn main() {
+    let which = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "all".into());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The bench process itself runs on CPU 1, away from the servers.
+    let _ = Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]).stdout(Stdio::null()).status();
+    match which.as_str() {
+        "host" => bench_host(),
+        "sidecar" => rt.block_on(bench_sidecar()),
+        "todo" => rt.block_on(bench_todo()),
+        "all" => {
+            bench_host();
+            rt.block_on(bench_sidecar());
+            rt.block_on(bench_todo());
+        }
+        other => {
+            eprintln!("unknown benchmark {other:?}: use host, sidecar, todo or all");
+            std::process::exit(2);
+        }
+    }
+}
