@@ -6,6 +6,7 @@
 //!   publishes/s with concurrent publishers.
 //! - todo: GET /todos/:id and POST /todos through the embedded sidecar, and the latency
 //!   from POST /todos to the subscriber's activity feed showing the event.
+//!
 //! Figures are printed as a table; BENCHMARKS.md records them with this command.
 
 use std::io::{BufRead, BufReader};
@@ -146,7 +147,9 @@ fn bench_host() {
     let wasmtime = std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".into());
     let version = Command::new(&wasmtime).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let Ok(version) = version else {
-        eprintln!("host bench: `wasmtime` not found; install it with `cargo install wasmtime-cli --version 48.0.8 --locked` or set WASMTIME");
+        eprintln!(
+            "host bench: `wasmtime` not found; install it with `cargo install wasmtime-cli --version 48.0.8 --locked` or set WASMTIME"
+        );
         std::process::exit(2);
     };
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +163,15 @@ fn bench_host() {
     let ours = start(
         "0",
         Path::new(env!("CARGO_BIN_EXE_spindapr")),
-        &["up".into(), "-f".into(), dir.path().join("spin.toml").display().to_string(), "--listen".into(), format!("127.0.0.1:{ours_port}"), "--no-sidecar".into(), "-q".into()],
+        &[
+            "up".into(),
+            "-f".into(),
+            dir.path().join("spin.toml").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{ours_port}"),
+            "--no-sidecar".into(),
+            "-q".into(),
+        ],
         "Serving",
     );
     let mut theirs = Command::new("taskset")
@@ -220,7 +231,13 @@ async fn call(c: &HttpClient, method: &str, url: &str, body: Bytes) -> (u16, Byt
 }
 
 /// `conns` loops sending requests for `secs`; returns req/s and sorted latencies in µs.
-async fn load(method: &'static str, url: String, body: impl Fn(u64) -> Bytes + Send + Sync + 'static, conns: usize, secs: u64) -> (f64, Vec<f64>) {
+async fn load(
+    method: &'static str,
+    url: String,
+    body: impl Fn(u64) -> Bytes + Send + Sync + 'static,
+    conns: usize,
+    secs: u64,
+) -> (f64, Vec<f64>) {
     let c = client();
     let body = Arc::new(body);
     let n = Arc::new(AtomicU64::new(0));
@@ -294,7 +311,15 @@ async fn bench_sidecar() {
     let sidecar = start(
         "0",
         Path::new(env!("CARGO_BIN_EXE_spindapr")),
-        &["sidecar".into(), "--app-id".into(), "bench".into(), "--app-port".into(), app_port.to_string(), "--dapr-http-port".into(), dapr_port.to_string()],
+        &[
+            "sidecar".into(),
+            "--app-id".into(),
+            "bench".into(),
+            "--app-port".into(),
+            app_port.to_string(),
+            "--dapr-http-port".into(),
+            dapr_port.to_string(),
+        ],
         "Dapr sidecar",
     );
     let c = client();

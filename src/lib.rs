@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod outbound;
 pub mod routes;
 pub mod runtime_config;
+pub mod server;
 pub mod trigger_http;
 pub mod up;
 pub mod variables;

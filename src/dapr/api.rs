@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -61,28 +60,15 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 impl Sidecar {
     /// Serves the API until `shutdown` resolves.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let me = self.clone();
-                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let me = me.clone();
-                        async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
-                    });
-                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                }
-                _ = &mut shutdown => break,
-            }
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+        let me = self.clone();
+        let service_for = move |_client| {
+            let me = me.clone();
+            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let me = me.clone();
+                async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
+            })
+        };
+        crate::server::serve(listener, service_for, shutdown, Duration::from_secs(5)).await?;
         self.close().await;
         Ok(())
     }

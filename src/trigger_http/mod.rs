@@ -17,7 +17,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
@@ -409,45 +408,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, client) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let rt = runtime.clone();
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let rt = rt.clone();
-                    async move {
-                        let req = req.map(|b| b.map_err(Error::from).boxed_unsync());
-                        Ok::<_, std::convert::Infallible>(rt.handle(req, client).await)
-                    }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection from {client} ended: {e}");
-                    }
-                });
+    let service_for = move |client: SocketAddr| {
+        let rt = runtime.clone();
+        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let rt = rt.clone();
+            async move {
+                let req = req.map(|b| b.map_err(Error::from).boxed_unsync());
+                Ok::<_, std::convert::Infallible>(rt.handle(req, client).await)
             }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tracing::info!("shutting down: waiting up to {grace:?} for open requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("some connections were still open after {grace:?}; closing them");
-    }
+        })
+    };
+    crate::server::serve(listener, service_for, shutdown, grace).await?;
+    tracing::info!("stopped serving the app");
     Ok(())
 }
 
