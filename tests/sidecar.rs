@@ -214,6 +214,22 @@ fn exponential_backoff_spacing_and_no_retry_without_policy() {
 }
 
 #[test]
+fn inbound_timeout_counts_as_a_failed_delivery() {
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "slow", "route": "/slow"}])));
+    app.script("/slow", &[(200, r#"sleep:600:{"status":"SUCCESS"}"#), (200, r#"{"status":"SUCCESS"}"#)]);
+    let res = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    timeouts:\n      quick: 150ms\n    retries:\n      again:\n        policy: constant\n        duration: 10ms\n        maxRetries: 2\n  targets:\n    components:\n      pubsub:\n        inbound:\n          timeout: quick\n          retry: again\n"
+    );
+    let dir = resources(&[("pubsub.yaml", PUBSUB), ("res.yaml", &res)]);
+    let host = start_sidecar(&app, &dir, &[]);
+    publish(&host, "/v1.0/publish/pubsub/slow", "text/plain", "x");
+    // The first answer comes too late: the delivery is retried and the second succeeds.
+    assert_eq!(app.wait_calls("/slow", 2, WAIT).len(), 2);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(app.calls("/slow").len(), 2);
+}
+
+#[test]
 fn declarative_subscriptions_with_cel_rules() {
     let app = TestApp::start(None);
     let sub = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: widgets\nspec:\n  pubsubname: pubsub\n  topic: inventory\n  routes:\n    rules:\n    - match: event.type == \"widget\"\n      path: /widgets\n    - match: event.data.qty > 10\n      path: /bulk\n    default: /other\nscopes:\n- todo\n";

@@ -111,6 +111,8 @@ pub struct Delivery {
     pub pubsub: Arc<dyn PubSub>,
     pub app: Arc<AppChannel>,
     pub retry: Option<RetryPolicy>,
+    /// Resiliency inbound timeout: an answer slower than this is a failed delivery.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Delivery {
@@ -157,7 +159,14 @@ impl Delivery {
         }
         let mut attempt: u32 = 0;
         loop {
-            let outcome = match self.app.post_event(&path, body.clone(), &headers).await {
+            let call = self.app.post_event(&path, body.clone(), &headers);
+            let answer = match self.timeout {
+                Some(t) => {
+                    tokio::time::timeout(t, call).await.unwrap_or_else(|_| Err(anyhow::anyhow!("the app did not answer within {t:?}")))
+                }
+                None => call.await,
+            };
+            let outcome = match answer {
                 Ok((status, answer)) => interpret(status, &answer),
                 Err(e) => Outcome::Retry(format!("delivering to the app failed: {e:#}")),
             };

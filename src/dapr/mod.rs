@@ -150,7 +150,13 @@ impl Sidecar {
                 continue;
             };
             let route = Route::compile(s.clone()).map_err(anyhow::Error::msg)?;
-            let d = Arc::new(Delivery { route, pubsub: ps.clone(), app: app.clone(), retry: self.resources.inbound_retry(&s.pubsub) });
+            let d = Arc::new(Delivery {
+                route,
+                pubsub: ps.clone(),
+                app: app.clone(),
+                retry: self.resources.inbound_retry(&s.pubsub),
+                timeout: self.resources.inbound_timeout(&s.pubsub),
+            });
             let handler: pubsub::Handler = Arc::new(move |m| {
                 let d = d.clone();
                 Box::pin(async move { d.deliver(m).await })

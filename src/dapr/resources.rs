@@ -330,10 +330,20 @@ impl Resources {
         None
     }
 
-    /// The outbound timeout for a component, if a policy sets one.
+    /// The outbound timeout for a component (publishing to it), if a policy sets one.
     pub fn outbound_timeout(&self, component: &str) -> Option<Duration> {
+        self.timeout(component, |t| t.outbound.as_ref())
+    }
+
+    /// The inbound timeout for a component (each delivery to the app), if a policy sets one.
+    pub fn inbound_timeout(&self, component: &str) -> Option<Duration> {
+        self.timeout(component, |t| t.inbound.as_ref())
+    }
+
+    fn timeout(&self, component: &str, side: impl Fn(&ComponentTargets) -> Option<&TargetPolicies>) -> Option<Duration> {
         self.resiliency.iter().find_map(|spec| {
-            let name = spec.targets.components.get(component)?.outbound.as_ref()?.timeout.as_ref()?;
+            let name = side(spec.targets.components.get(component)?)?.timeout.as_ref()?;
+            // A policy name, or (as daprd also accepts) a duration written in place.
             let value = spec.policies.timeouts.get(name).map(String::as_str).unwrap_or(name);
             parse_go_duration(value).ok()
         })

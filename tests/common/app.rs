@@ -120,6 +120,14 @@ fn serve(stream: std::net::TcpStream, rec: Arc<Mutex<Vec<Received>>>, scr: Arc<M
                 _ => (200, String::new()),
             }
         };
+        // "sleep:<ms>:<body>" answers late, to exercise timeouts.
+        let answer = match answer.strip_prefix("sleep:").and_then(|r| r.split_once(':')) {
+            Some((ms, rest)) => {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                rest.to_string()
+            }
+            None => answer,
+        };
         let resp = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len());
         if stream.write_all(resp.as_bytes()).is_err() {
             return;
