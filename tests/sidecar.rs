@@ -217,9 +217,7 @@ fn exponential_backoff_spacing_and_no_retry_without_policy() {
 fn inbound_timeout_counts_as_a_failed_delivery() {
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "slow", "route": "/slow"}])));
     app.script("/slow", &[(200, r#"sleep:600:{"status":"SUCCESS"}"#), (200, r#"{"status":"SUCCESS"}"#)]);
-    let res = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    timeouts:\n      quick: 150ms\n    retries:\n      again:\n        policy: constant\n        duration: 10ms\n        maxRetries: 2\n  targets:\n    components:\n      pubsub:\n        inbound:\n          timeout: quick\n          retry: again\n"
-    );
+    let res = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    timeouts:\n      quick: 150ms\n    retries:\n      again:\n        policy: constant\n        duration: 10ms\n        maxRetries: 2\n  targets:\n    components:\n      pubsub:\n        inbound:\n          timeout: quick\n          retry: again\n".to_string();
     let dir = resources(&[("pubsub.yaml", PUBSUB), ("res.yaml", &res)]);
     let host = start_sidecar(&app, &dir, &[]);
     publish(&host, "/v1.0/publish/pubsub/slow", "text/plain", "x");
