@@ -100,7 +100,7 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
                 api_token: s.api_token.clone(),
                 app_api_token: s.app_api_token.clone(),
             };
-            let sidecar = Sidecar::new(cfg)?;
+            let sidecar = Sidecar::new(cfg).await?;
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", s.http_port))
                 .await
                 .with_context(|| format!("the Dapr sidecar cannot listen on 127.0.0.1:{}: pick another with --dapr-http-port, or --no-sidecar to use an external daprd", s.http_port))?;
@@ -148,7 +148,7 @@ fn app_host(addr: SocketAddr) -> String {
 
 /// `sidecar`: the sidecar alone, like `daprd`, for an app running elsewhere.
 pub async fn run_sidecar(cfg: SidecarConfig, http_port: u16) -> anyhow::Result<()> {
-    let sidecar = Sidecar::new(cfg)?;
+    let sidecar = Sidecar::new(cfg).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{http_port}: pick another with --dapr-http-port"))?;

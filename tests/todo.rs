@@ -1,6 +1,6 @@
 //! The Todo system end to end: the real host, the embedded sidecar and the real
 //! todo-api / todo-events components, over HTTP, with the repo's spin.toml and
-//! runtime-config.
+//! runtime-config. Each scenario runs once per broker, swapping only the resources path.
 
 mod common;
 
@@ -15,8 +15,31 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts `up` on the repo's spin.toml with the in-memory resources.
-fn start(extra: &[&str]) -> Host {
+/// Runs a scenario once per broker.
+macro_rules! on_each_broker {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn in_memory() {
+                super::$name(&super::Broker::InMemory)
+            }
+            #[test]
+            fn redis() {
+                super::$name(&super::Broker::redis())
+            }
+        }
+    )*};
+}
+
+on_each_broker!(
+    crud_validation_and_events,
+    concurrent_writers_keep_the_list_consistent_and_etags_conflict_once,
+    retry_is_redelivered_then_dead_lettered,
+    drop_dead_letters_and_duplicates_count_once,
+);
+
+/// Starts `up` on the repo's spin.toml with the broker's resources.
+fn start(broker: &Broker, extra: &[&str]) -> Host {
     guest_wasm("todo-api");
     let root = repo_root();
     let dapr_port = free_port().to_string();
@@ -26,7 +49,7 @@ fn start(extra: &[&str]) -> Host {
         .arg("--variable")
         .arg(format!("dapr_url=http://127.0.0.1:{dapr_port}"))
         .arg("--resources-path")
-        .arg(root.join("runtime-config/dapr/in-memory"))
+        .arg(broker.resources())
         .arg("--runtime-config-file")
         .arg(root.join("runtime-config/runtime-config.toml"));
     for a in extra {
@@ -62,9 +85,8 @@ fn wait_activity(host: &Host, pred: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-#[test]
-fn crud_validation_and_events() {
-    let host = start(&[]);
+fn crud_validation_and_events(broker: &Broker) {
+    let host = start(broker, &[]);
     let a = post(&host, "/todos", r#"{"title":"  buy milk  "}"#);
     assert_eq!(a.status, 201, "{}", a.body);
     let todo = a.json();
@@ -129,14 +151,17 @@ fn crud_validation_and_events() {
     assert_eq!(activity(&host)["total"], 5);
 }
 
-#[test]
-fn concurrent_writers_keep_the_list_consistent_and_etags_conflict_once() {
-    let host = start(&[]);
+fn concurrent_writers_keep_the_list_consistent_and_etags_conflict_once(broker: &Broker) {
+    let host = start(broker, &[]);
     let base = host.url("");
     let creators: Vec<_> = (0..16)
         .map(|i| {
             let url = format!("{base}/todos");
-            std::thread::spawn(move || send("POST", &url, &[], &format!(r#"{{"title":"t{i}"}}"#)).status)
+            std::thread::spawn(move || {
+                let a = send("POST", &url, &[], &format!(r#"{{"title":"t{i}"}}"#));
+                assert_eq!(a.status, 201, "{}", a.body);
+                a.status
+            })
         })
         .collect();
     for c in creators {
@@ -177,11 +202,10 @@ fn sidecar_unreachable_is_503_and_nothing_is_written() {
     assert_eq!(get(&host.url("/activity")).status, 503);
 }
 
-#[test]
-fn retry_is_redelivered_then_dead_lettered() {
+fn retry_is_redelivered_then_dead_lettered(broker: &Broker) {
     // The subscriber's own state store is missing: every event it receives fails its
     // state call, so it answers RETRY; the Resiliency spec allows 3 retries.
-    let host = start(&["--variable", "activity_store=missing-store"]);
+    let host = start(broker, &["--variable", "activity_store=missing-store"]);
     let a = post(&host, "/todos", r#"{"title":"will retry"}"#);
     assert_eq!(a.status, 201);
     assert!(host.wait_log("todo-events: dead-lettered event outbox-", WAIT), "{}", host.logs());
@@ -189,9 +213,8 @@ fn retry_is_redelivered_then_dead_lettered() {
     assert_eq!(retries, 4, "one delivery and 3 retries:\n{}", host.logs());
 }
 
-#[test]
-fn drop_dead_letters_and_duplicates_count_once() {
-    let host = start(&[]);
+fn drop_dead_letters_and_duplicates_count_once(broker: &Broker) {
+    let host = start(broker, &[]);
     let publish = |ct: &str, body: &str| send("POST", &host.dapr_url("/v1.0/publish/pubsub/todo-events"), &[("content-type", ct)], body);
     // Malformed and unknown event types: DROP with a reason, then the dead-letter route.
     assert_eq!(publish("application/json", r#"{"event_type":"todo.exploded","todo":{"id":"x"}}"#).status, 204);
@@ -213,7 +236,7 @@ fn drop_dead_letters_and_duplicates_count_once() {
 #[test]
 fn declarative_subscription_matches_the_programmatic_one() {
     // What todo-events declares at GET /dapr/subscribe ...
-    let host = start(&[]);
+    let host = start(&Broker::InMemory, &[]);
     let programmatic = get(&host.url("/dapr/subscribe")).json();
     drop(host);
     // ... equals what runtime-config/dapr/declarative declares.

@@ -8,6 +8,7 @@ pub mod cloudevents;
 pub mod delivery;
 pub mod errors;
 pub mod pubsub;
+pub mod redis_conn;
 pub mod resources;
 pub mod state;
 
@@ -67,7 +68,7 @@ impl Sidecar {
     /// Loads resources and builds every component; with no resources path, an
     /// in-memory `pubsub` and `statestore` (as `dapr init --slim` gives none, but the
     /// local default here should work out of the box).
-    pub fn new(cfg: SidecarConfig) -> anyhow::Result<Arc<Self>> {
+    pub async fn new(cfg: SidecarConfig) -> anyhow::Result<Arc<Self>> {
         let mut resources =
             if cfg.resources_paths.is_empty() { Resources::default() } else { resources::load(&cfg.resources_paths, &cfg.app_id)? };
         if cfg.resources_paths.is_empty() {
@@ -79,7 +80,10 @@ impl Sidecar {
         for c in &resources.components {
             match c.kind() {
                 "pubsub" => {
-                    pubsubs.insert(c.name.clone(), (pubsub::from_component(c)?, c.clone()));
+                    let ps = pubsub::from_component(c, &cfg.app_id)
+                        .await
+                        .with_context(|| format!("{}: initialising component {}", c.file.display(), c.name))?;
+                    pubsubs.insert(c.name.clone(), (ps, c.clone()));
                 }
                 "state" => {
                     let outbox = match (c.meta("outboxPublishPubsub"), c.meta("outboxPublishTopic")) {
@@ -91,7 +95,10 @@ impl Sidecar {
                             c.name
                         ),
                     };
-                    states.insert(c.name.clone(), StateEntry { store: state::from_component(c)?, component: c.clone(), outbox });
+                    let store = state::from_component(c)
+                        .await
+                        .with_context(|| format!("{}: initialising component {}", c.file.display(), c.name))?;
+                    states.insert(c.name.clone(), StateEntry { store, component: c.clone(), outbox });
                 }
                 _ => {}
             }

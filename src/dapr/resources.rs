@@ -367,7 +367,7 @@ fn retry_policy(r: &RetrySpec) -> Result<RetryPolicy, String> {
 }
 
 /// Component types the sidecar can run.
-pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "state.in-memory"];
+pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "pubsub.redis", "state.in-memory", "state.redis"];
 
 /// Loads every resource under `paths` for `app_id`.
 pub fn load(paths: &[PathBuf], app_id: &str) -> Result<Resources, ResourceError> {

@@ -296,3 +296,66 @@ pub fn app_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A broker for the end-to-end suites: the resources folder `up` is given.
+pub enum Broker {
+    InMemory,
+    /// Redis on 127.0.0.1:6379, in a database of its own, flushed before and after.
+    Redis {
+        dir: tempfile::TempDir,
+        db: RedisDb,
+    },
+}
+
+impl Broker {
+    pub fn redis() -> Self {
+        let db = RedisDb::new();
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["pubsub.yaml", "statestore.yaml", "resiliency.yaml"] {
+            let text = std::fs::read_to_string(repo_root().join("runtime-config/dapr/redis").join(f)).unwrap();
+            // Only the database changes: the YAML is otherwise the shipped one.
+            let text = text
+                .replace("  - name: redisPassword\n", &format!("  - name: redisDB\n    value: \"{}\"\n  - name: redisPassword\n", db.db));
+            std::fs::write(dir.path().join(f), text).unwrap();
+        }
+        Broker::Redis { dir, db }
+    }
+
+    pub fn resources(&self) -> PathBuf {
+        match self {
+            Broker::InMemory => repo_root().join("runtime-config/dapr/in-memory"),
+            Broker::Redis { dir, .. } => dir.path().to_path_buf(),
+        }
+    }
+}
+
+/// A Redis database reserved for one test (1..=15, one per test in this binary).
+pub struct RedisDb {
+    pub db: i64,
+}
+
+impl RedisDb {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+        let db = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(db <= 15, "more Redis tests in one binary than databases");
+        let me = Self { db };
+        me.flush();
+        me
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        let client = redis::Client::open(format!("redis://127.0.0.1:6379/{}", self.db)).unwrap();
+        client.get_connection().unwrap_or_else(|e| panic!("Redis must run on 127.0.0.1:6379 for this test ({e}); .ci/run starts it"))
+    }
+
+    fn flush(&self) {
+        let _: () = redis::cmd("FLUSHDB").query(&mut self.conn()).unwrap();
+    }
+}
+
+impl Drop for RedisDb {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

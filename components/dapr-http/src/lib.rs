@@ -33,11 +33,15 @@ impl std::fmt::Display for DaprError {
 impl std::error::Error for DaprError {}
 
 impl DaprError {
-    /// An optimistic-concurrency conflict: an ETag mismatch on save, delete or in a transaction.
+        /// An optimistic-concurrency conflict: an ETag mismatch on save or delete (409), or a
+    /// failed transaction. daprd reports a transaction's ETag conflict only as
+    /// ERR_STATE_TRANSACTION, with a store-specific message (in-memory: "possible etag
+    /// mismatch", Redis: "failed to set key"), so every failed transaction counts: callers
+    /// re-read and retry a bounded number of times.
     pub fn is_etag_mismatch(&self) -> bool {
         match self {
             DaprError::Api { status: 409, .. } => true,
-            DaprError::Api { error_code, message, .. } => error_code == "ERR_STATE_TRANSACTION" && message.to_ascii_lowercase().contains("etag"),
+            DaprError::Api { error_code, .. } => error_code == "ERR_STATE_TRANSACTION",
             _ => false,
         }
     }
@@ -194,6 +198,20 @@ impl Dapr {
         expect_no_content(status, &body)
     }
 
+        /// Creates a key only if it does not exist (first-write without an ETag); `Ok(false)`
+    /// when it already existed. Writing with ETags afterwards is then safe on every store,
+    /// including Redis, where a write without an ETag may replace a concurrent one.
+    pub async fn create_state(&self, store: &str, key: &str, value: &Value) -> Result<bool, DaprError> {
+        let item = json!([{ "key": key, "value": value, "options": { "concurrency": "first-write" } }]);
+        let body = serde_json::to_vec(&item).map_err(|e| DaprError::Protocol(e.to_string()))?;
+        let (status, body, _) = self.call(Method::Post, self.state_url(store, None), &[("content-type", "application/json")], Some(body)).await?;
+        match expect_no_content(status, &body) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_etag_mismatch() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes one key; with `etag`, only that version.
     pub async fn delete_state(&self, store: &str, key: &str, etag: Option<&str>) -> Result<(), DaprError> {
         let headers: Vec<(&str, &str)> = etag.map(|e| vec![("if-match", e)]).unwrap_or_default();
@@ -235,9 +253,11 @@ mod tests {
         assert!(!e.is_etag_mismatch());
         assert!(parse_error(409, br#"{"errorCode":"ERR_STATE_SAVE","message":"x"}"#).is_etag_mismatch());
         assert!(
-            parse_error(500, br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: possible etag mismatch"}"#)
+                        parse_error(500, br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: possible etag mismatch"}"#)
                 .is_etag_mismatch()
         );
+        assert!(parse_error(500, br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: failed to set key todo||todos"}"#).is_etag_mismatch());
+        assert!(!parse_error(500, br#"{"errorCode":"ERR_STATE_SAVE","message":"connection refused"}"#).is_etag_mismatch());
         assert_eq!(parse_error(502, b"bad gateway"), DaprError::Api { status: 502, error_code: String::new(), message: "bad gateway".into() });
     }
 

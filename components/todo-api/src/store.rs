@@ -50,8 +50,16 @@ pub struct Store {
 }
 
 impl Store {
+        /// The collection and its ETag; an empty one is created on first use so every later
+    /// write can be guarded by an ETag.
     pub async fn load(&self) -> Result<(Collection, Option<String>), DaprError> {
-        match self.dapr.get_state(&self.name, KEY).await? {
+        let mut stored = self.dapr.get_state(&self.name, KEY).await?;
+        if stored.is_none() {
+            let empty = serde_json::to_value(Collection::default()).map_err(|e| DaprError::Protocol(e.to_string()))?;
+            self.dapr.create_state(&self.name, KEY, &empty).await?;
+            stored = self.dapr.get_state(&self.name, KEY).await?;
+        }
+        match stored {
             None => Ok((Collection::default(), None)),
             Some(s) => {
                 let c = serde_json::from_value(s.value).map_err(|e| DaprError::Protocol(format!("the stored todo collection is not valid: {e}")))?;
@@ -63,6 +71,7 @@ impl Store {
     /// Read-modify-write: `f` edits the collection and returns its result and the event
     /// to publish (`None`: nothing changed, nothing written).
     pub async fn mutate<T>(&self, f: impl Fn(&mut Collection) -> Result<(T, Option<Value>), ApiError>) -> Result<T, Failure> {
+                let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
             let (mut c, etag) = self.load().await?;
             let (out, event) = f(&mut c)?;
@@ -77,10 +86,11 @@ impl Store {
             ];
             match self.dapr.transaction(&self.name, &ops).await {
                 Ok(()) => return Ok(out),
-                Err(e) if e.is_etag_mismatch() => continue,
+                                Err(e) if e.is_etag_mismatch() => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::new(409, "conflict", "too many concurrent changes; try again").into())
+        let why = last.map(|e| e.to_string()).unwrap_or_default();
+        Err(ApiError::new(409, "conflict", format!("the change kept conflicting with concurrent writers (last: {why}); try again")).into())
     }
 }

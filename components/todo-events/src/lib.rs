@@ -62,7 +62,14 @@ fn subscriptions(cfg: &Config) -> Value {
 }
 
 async fn load(cfg: &Config) -> Result<(Feed, Option<String>), DaprError> {
-    match cfg.dapr.get_state(&cfg.store, FEED_KEY).await? {
+    let mut stored = cfg.dapr.get_state(&cfg.store, FEED_KEY).await?;
+    if stored.is_none() {
+        // Created once with first-write, so every later write is guarded by an ETag.
+        let empty = serde_json::to_value(Feed::default()).map_err(|e| DaprError::Protocol(e.to_string()))?;
+        cfg.dapr.create_state(&cfg.store, FEED_KEY, &empty).await?;
+        stored = cfg.dapr.get_state(&cfg.store, FEED_KEY).await?;
+    }
+    match stored {
         None => Ok((Feed::default(), None)),
         Some(s) => Ok((serde_json::from_value(s.value).unwrap_or_default(), s.etag)),
     }

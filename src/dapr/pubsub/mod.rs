@@ -2,6 +2,7 @@
 //! topic. The API layer and delivery never know which broker is behind it.
 
 pub mod in_memory;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,9 +31,10 @@ pub trait PubSub: Send + Sync {
 }
 
 /// Builds the pub/sub for a component.
-pub fn from_component(c: &crate::dapr::resources::Component) -> anyhow::Result<Arc<dyn PubSub>> {
+pub async fn from_component(c: &crate::dapr::resources::Component, app_id: &str) -> anyhow::Result<Arc<dyn PubSub>> {
     match c.type_.as_str() {
         "pubsub.in-memory" => Ok(Arc::new(in_memory::InMemoryPubSub::default())),
+        "pubsub.redis" => Ok(Arc::new(redis::RedisPubSub::new(c, app_id).await?)),
         other => anyhow::bail!("component {}: unsupported pub/sub type {other}", c.name),
     }
 }

@@ -2,6 +2,7 @@
 //! last-write concurrency, bulk get, and atomic multi-operation transactions.
 
 pub mod in_memory;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,9 +64,10 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Builds the state store for a component.
-pub fn from_component(c: &crate::dapr::resources::Component) -> anyhow::Result<Arc<dyn StateStore>> {
+pub async fn from_component(c: &crate::dapr::resources::Component) -> anyhow::Result<Arc<dyn StateStore>> {
     match c.type_.as_str() {
         "state.in-memory" => Ok(Arc::new(in_memory::InMemoryState::default())),
+        "state.redis" => Ok(Arc::new(redis::RedisState::new(c).await?)),
         other => anyhow::bail!("component {}: unsupported state store type {other}", c.name),
     }
 }
