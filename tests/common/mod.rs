@@ -89,7 +89,7 @@ impl HostBuilder {
     /// A `spindapr sidecar` process instead of `up`.
     pub fn sidecar(args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindapr"));
-        cmd.arg("sidecar").args(["--dapr-http-port", "0"]).args(args);
+        cmd.arg("sidecar").args(args);
         cmd.env("RUST_LOG", "info");
         Self { cmd }
     }
@@ -101,8 +101,7 @@ impl HostBuilder {
     /// Starts the host; on failure returns its stderr.
     pub fn try_start(mut self) -> Result<Host, String> {
         // Parallel tests must not fight over the sidecar's default port 3500.
-        let is_up = self.cmd.get_args().next().is_some_and(|a| a == "up");
-        if is_up && !self.cmd.get_args().any(|a| a == "--dapr-http-port" || a == "--no-sidecar") {
+        if !self.cmd.get_args().any(|a| a == "--dapr-http-port" || a == "--no-sidecar") {
             self.cmd.args(["--dapr-http-port", "0"]);
         }
         let mut child = self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("spawn: {e}"))?;

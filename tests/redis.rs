@@ -1,0 +1,217 @@
+//! Redis against the real server on 127.0.0.1:6379: the stream and hash layout read
+//! with plain Redis commands and checked field by field against Dapr's, a stream entry
+//! written in Dapr's layout by another producer is delivered, a SIGKILLed sidecar loses
+//! no published event, and a broker outage is a 500 that heals without a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::TestApp;
+use common::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn pubsub_yaml(db: i64, port: u16, extra: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{port}\n  - name: redisDB\n    value: \"{db}\"\n{extra}"
+    )
+}
+
+fn state_yaml(db: i64) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n  - name: redisDB\n    value: \"{db}\"\n"
+    )
+}
+
+fn sidecar(app_port: u16, res: &tempfile::TempDir, dapr_port: Option<u16>) -> Host {
+    let (ap, path) = (app_port.to_string(), res.path().display().to_string());
+    let dp = dapr_port.map(|p| p.to_string());
+    let mut args = vec!["--app-id", "orders", "--app-port", &ap, "--resources-path", &path];
+    if let Some(p) = &dp {
+        args.extend(["--dapr-http-port", p]);
+    }
+    let host = HostBuilder::sidecar(&args).start();
+    let start = std::time::Instant::now();
+    while get(&host.url("/v1.0/healthz")).status != 204 {
+        assert!(start.elapsed() < WAIT, "not healthy:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host
+}
+
+fn hash(conn: &mut redis::Connection, key: &str) -> std::collections::HashMap<String, String> {
+    redis::cmd("HGETALL").arg(key).query(conn).unwrap()
+}
+
+#[test]
+fn layout_matches_dapr_field_by_field() {
+    let db = RedisDb::new();
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}])));
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(db.db, 6379, "")), ("state.yaml", &state_yaml(db.db))]);
+    let host = sidecar(app.port, &res, None);
+    let mut conn = db.conn();
+
+    // State: a hash per key (`<app-id>||<key>`) with `data` (JSON) and `version` 1, 2, ...
+    let save = |body: &str| send("POST", &host.url("/v1.0/state/statestore"), &[], body);
+    assert_eq!(save(r#"[{"key":"order-1","value":{"b":2,"a":1}}]"#).status, 204);
+    let h = hash(&mut conn, "orders||order-1");
+    assert_eq!(h.get("data").map(String::as_str), Some(r#"{"a":1,"b":2}"#));
+    assert_eq!(h.get("version").map(String::as_str), Some("1"));
+    let a = get(&host.url("/v1.0/state/statestore/order-1"));
+    assert_eq!(a.header("etag"), Some("1"));
+    assert_eq!(save(r#"[{"key":"order-1","value":"v2","etag":"1"}]"#).status, 204);
+    assert_eq!(hash(&mut conn, "orders||order-1").get("version").map(String::as_str), Some("2"));
+    let a = save(r#"[{"key":"order-1","value":"v3","etag":"1"}]"#);
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (409, Some("ERR_STATE_SAVE")));
+    let a = save(r#"[{"key":"order-1","value":"v3","etag":"not-a-number"}]"#);
+    assert_eq!(a.status, 400, "Redis ETags are numbers: {}", a.body);
+    // An ETag on a missing key is accepted by state.redis (unlike in-memory).
+    assert_eq!(save(r#"[{"key":"fresh","value":1,"etag":"7"}]"#).status, 204);
+    // TTL.
+    assert_eq!(save(r#"[{"key":"short","value":1,"metadata":{"ttlInSeconds":"100"}}]"#).status, 204);
+    let ttl: i64 = redis::cmd("TTL").arg("orders||short").query(&mut conn).unwrap();
+    assert!((1..=100).contains(&ttl), "ttl {ttl}");
+
+    // Pub/sub: XADD <topic> * data <envelope> metadata <json>, consumer group = app id.
+    let a = send(
+        "POST",
+        &host.url("/v1.0/publish/pubsub/orders?metadata.source-system=test"),
+        &[("content-type", "application/json")],
+        r#"{"id":42}"#,
+    );
+    assert_eq!(a.status, 204);
+    let got = app.wait_calls("/orders", 1, WAIT);
+    let entries: Vec<(String, Vec<(String, String)>)> = {
+        let v: redis::streams::StreamRangeReply = redis::cmd("XRANGE").arg("orders").arg("-").arg("+").query(&mut conn).unwrap();
+        v.ids
+            .into_iter()
+            .map(|e| {
+                let fields = e.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap())).collect();
+                (e.id, fields)
+            })
+            .collect()
+    };
+    assert_eq!(entries.len(), 1);
+    let mut fields = entries[0].1.clone();
+    fields.sort();
+    assert_eq!(fields.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), vec!["data", "metadata"]);
+    let data: Value = serde_json::from_str(&fields[0].1).unwrap();
+    assert_eq!(data["data"], json!({"id": 42}));
+    assert_eq!(data["topic"], "orders");
+    assert_eq!(serde_json::from_str::<Value>(&fields[1].1).unwrap(), json!({"source-system": "test"}));
+    assert_eq!(fields[0].1.as_bytes(), got[0].body.as_slice(), "the app gets exactly the stream's bytes");
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("XINFO").arg("GROUPS").arg("orders").query(&mut conn).unwrap();
+    assert_eq!(redis::from_redis_value_ref::<String>(&groups[0]["name"]).unwrap(), "orders");
+    // Acked after SUCCESS: nothing pending.
+    let start = std::time::Instant::now();
+    loop {
+        let pending: (i64, Value, Value, Value) = {
+            let v: redis::Value = redis::cmd("XPENDING").arg("orders").arg("orders").query(&mut conn).unwrap();
+            let n = match &v {
+                redis::Value::Array(a) => redis::from_redis_value_ref::<i64>(&a[0]).unwrap(),
+                _ => -1,
+            };
+            (n, Value::Null, Value::Null, Value::Null)
+        };
+        if pending.0 == 0 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "still pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The reverse: an entry another producer (e.g. real daprd) wrote in Dapr's layout.
+    let ce = r#"{"id":"from-elsewhere","specversion":"1.0","type":"com.dapr.event.sent","source":"other-app","topic":"orders","pubsubname":"pubsub","datacontenttype":"application/json","data":{"id":7}}"#;
+    let _: String = redis::cmd("XADD").arg("orders").arg("*").arg("data").arg(ce).arg("metadata").arg("{}").query(&mut conn).unwrap();
+    let got = app.wait_calls("/orders", 2, WAIT);
+    assert_eq!(got[1].json()["id"], "from-elsewhere");
+    assert_eq!(got[1].body, ce.as_bytes());
+}
+
+#[test]
+fn sigkill_loses_no_published_event() {
+    let db = RedisDb::new();
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "jobs", "route": "/jobs"}])));
+    // A slow subscriber, so the kill lands while events flow.
+    app.script("/jobs", &[(200, r#"sleep:40:{"status":"SUCCESS"}"#)]);
+    let extra = "  - name: processingTimeout\n    value: 1s\n  - name: redeliverInterval\n    value: 300ms\n  - name: concurrency\n    value: \"2\"\n";
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(db.db, 6379, extra))]);
+    let dapr_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut host = sidecar(app.port, &res, Some(dapr_port));
+    const N: usize = 60;
+    for i in 0..N {
+        let a = send("POST", &host.url("/v1.0/publish/pubsub/jobs"), &[("content-type", "application/json")], &format!(r#"{{"n":{i}}}"#));
+        assert_eq!(a.status, 204);
+    }
+    app.wait_calls("/jobs", 5, WAIT);
+    host.child.kill().unwrap(); // SIGKILL
+    host.child.wait().unwrap();
+    let before = app.calls("/jobs").len();
+    assert!(before < N, "the kill came too late to test anything ({before} delivered)");
+    let host = sidecar(app.port, &res, Some(dapr_port));
+    let start = std::time::Instant::now();
+    let delivered = loop {
+        let seen: std::collections::BTreeSet<i64> = app.calls("/jobs").iter().filter_map(|r| r.json()["data"]["n"].as_i64()).collect();
+        if seen.len() == N || start.elapsed() > WAIT {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        delivered.len(),
+        N,
+        "missing after restart: {:?}\n{}",
+        (0..N as i64).filter(|n| !delivered.contains(n)).collect::<Vec<_>>(),
+        host.logs()
+    );
+}
+
+#[test]
+fn broker_outage_is_a_500_and_heals_without_restart() {
+    // A Redis of our own, so stopping it disturbs nothing else.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spawn = || {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the outage test")
+    };
+    let wait_up = || {
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut server = spawn();
+    wait_up();
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, ""))]);
+    let host = sidecar(app.port, &res, None);
+    let publish =
+        |n: i32| send("POST", &host.url("/v1.0/publish/pubsub/t"), &[("content-type", "application/json")], &format!(r#"{{"n":{n}}}"#));
+    assert_eq!(publish(1).status, 204);
+    app.wait_calls("/t", 1, WAIT);
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let a = publish(2);
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (500, Some("ERR_PUBSUB_PUBLISH_MESSAGE")), "{}", a.body);
+
+    let mut server = spawn();
+    wait_up();
+    // The same sidecar publishes again once Redis is back, and the subscription resumes.
+    let start = std::time::Instant::now();
+    while publish(3).status != 204 {
+        assert!(start.elapsed() < WAIT, "publishing never recovered:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = app.wait_calls("/t", 2, WAIT);
+    assert_eq!(got.last().unwrap().json()["data"]["n"], 3, "{}", host.logs());
+    let _ = server.kill();
+    let _ = server.wait();
+}
