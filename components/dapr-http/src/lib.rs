@@ -198,7 +198,22 @@ impl Dapr {
         expect_no_content(status, &body)
     }
 
-        /// Creates a key only if it does not exist (first-write without an ETag); `Ok(false)`
+            /// Reads several keys at once (`POST /v1.0/state/{store}/bulk`), in the order asked;
+    /// `None` for a key that does not exist.
+    pub async fn bulk_get(&self, store: &str, keys: &[String]) -> Result<Vec<(String, Option<Stored>)>, DaprError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::to_vec(&json!({ "keys": keys })).map_err(|e| DaprError::Protocol(e.to_string()))?;
+        let url = format!("{}/bulk", self.state_url(store, None));
+        let (status, body, _) = self.call(Method::Post, url, &[("content-type", "application/json")], Some(body)).await?;
+        if status != 200 {
+            return Err(parse_error(status, &body));
+        }
+        parse_bulk(&body)
+    }
+
+    /// Creates a key only if it does not exist (first-write without an ETag); `Ok(false)`
     /// when it already existed. Writing with ETags afterwards is then safe on every store,
     /// including Redis, where a write without an ETag may replace a concurrent one.
     pub async fn create_state(&self, store: &str, key: &str, value: &Value) -> Result<bool, DaprError> {
@@ -226,6 +241,28 @@ impl Dapr {
         let (status, body, _) = self.call(Method::Post, url, &[("content-type", "application/json")], Some(body)).await?;
         expect_no_content(status, &body)
     }
+}
+
+/// Reads a bulk-get answer `[{key, data?, etag?, error?}]`.
+pub fn parse_bulk(body: &[u8]) -> Result<Vec<(String, Option<Stored>)>, DaprError> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        key: String,
+        #[serde(default)]
+        data: Option<Value>,
+        #[serde(default)]
+        etag: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    let items: Vec<Item> = serde_json::from_slice(body).map_err(|e| DaprError::Protocol(format!("bulk answer: {e}")))?;
+    items
+        .into_iter()
+        .map(|i| match i.error.filter(|e| !e.is_empty()) {
+            Some(e) => Err(DaprError::Api { status: 500, error_code: "ERR_STATE_BULK_GET".into(), message: format!("{}: {e}", i.key) }),
+            None => Ok((i.key, i.data.filter(|d| !d.is_null()).map(|value| Stored { value, etag: i.etag }))),
+        })
+        .collect()
 }
 
 fn expect_no_content(status: u16, body: &[u8]) -> Result<(), DaprError> {
@@ -259,6 +296,14 @@ mod tests {
         assert!(parse_error(500, br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: failed to set key todo||todos"}"#).is_etag_mismatch());
         assert!(!parse_error(500, br#"{"errorCode":"ERR_STATE_SAVE","message":"connection refused"}"#).is_etag_mismatch());
         assert_eq!(parse_error(502, b"bad gateway"), DaprError::Api { status: 502, error_code: String::new(), message: "bad gateway".into() });
+    }
+
+        #[test]
+    fn bulk_answers_are_read_in_order() {
+        let got = parse_bulk(br#"[{"key":"a","data":{"x":1},"etag":"3"},{"key":"b"}]"#).unwrap();
+        assert_eq!(got[0], ("a".to_string(), Some(Stored { value: json!({"x": 1}), etag: Some("3".into()) })));
+        assert_eq!(got[1], ("b".to_string(), None));
+        assert!(parse_bulk(br#"[{"key":"a","error":"boom"}]"#).is_err());
     }
 
     #[test]

@@ -72,16 +72,14 @@ fn if_match(req: &Request) -> Option<String> {
 
 async fn list(req: &Request) -> Result<Response, Failure> {
     let filter = model::parse_completed_filter(req.query())?;
-    let (c, _) = store()?.load().await?;
-    let todos: Vec<&Todo> = c.todos.iter().filter(|t| filter.is_none_or(|f| t.completed == f)).collect();
+    let todos: Vec<Todo> = store()?.list().await?.into_iter().filter(|t| filter.is_none_or(|f| t.completed == f)).collect();
     // Serialised from the struct (not a JSON map) so fields keep the order single todos have.
     Ok(Response::builder().status(200).header("content-type", "application/json").body(serde_json::to_string(&todos).unwrap_or_default()).build())
 }
 
 async fn read(id: &str) -> Result<Response, Failure> {
-    let (c, _) = store()?.load().await?;
-    let todo = c.get(id).ok_or_else(|| ApiError::not_found(id))?;
-    Ok(todo_response(200, todo))
+    let (todo, _) = store()?.get(id).await?.ok_or_else(|| ApiError::not_found(id))?;
+    Ok(todo_response(200, &todo))
 }
 
 async fn create(req: &Request) -> Result<Response, Failure> {
@@ -96,14 +94,9 @@ async fn create(req: &Request) -> Result<Response, Failure> {
         updated_at: at.clone(),
         version: 1,
     };
-    let created = store()?
-        .mutate(|c| {
-            c.todos.push(todo.clone());
-            Ok((todo.clone(), Some(model::event(model::CREATED, &todo, &at))))
-        })
-        .await?;
-    println!("todo-api: created {}", created.id);
-    let mut resp = todo_response(201, &created);
+    store()?.create(&todo, model::event(model::CREATED, &todo, &at)).await?;
+    println!("todo-api: created {id}");
+    let mut resp = todo_response(201, &todo);
     resp.set_header("location", format!("/todos/{id}"));
     Ok(resp)
 }
@@ -113,12 +106,9 @@ async fn update(req: &Request, id: &str, shape: Shape) -> Result<Response, Failu
     let expected = if_match(req);
     let at = now();
     let updated = store()?
-        .mutate(|c| {
-            let i = c.position(id).ok_or_else(|| ApiError::not_found(id))?;
-            model::check_if_match(expected.as_deref(), &c.todos[i])?;
-            let event_type = model::apply(&mut c.todos[i], &change, &at);
-            let todo = c.todos[i].clone();
-            Ok((todo.clone(), event_type.map(|t| model::event(t, &todo, &at))))
+        .update(id, |todo| {
+            model::check_if_match(expected.as_deref(), todo)?;
+            Ok(model::apply(todo, &change, &at).map(|t| model::event(t, todo, &at)))
         })
         .await?;
     println!("todo-api: updated {id}");
@@ -129,11 +119,9 @@ async fn delete(req: &Request, id: &str) -> Result<Response, Failure> {
     let expected = if_match(req);
     let at = now();
     store()?
-        .mutate(|c| {
-            let i = c.position(id).ok_or_else(|| ApiError::not_found(id))?;
-            model::check_if_match(expected.as_deref(), &c.todos[i])?;
-            let gone = c.todos.remove(i);
-            Ok(((), Some(model::event(model::DELETED, &gone, &at))))
+        .delete(id, |todo| {
+            model::check_if_match(expected.as_deref(), todo)?;
+            Ok(model::event(model::DELETED, todo, &at))
         })
         .await?;
     println!("todo-api: deleted {id}");

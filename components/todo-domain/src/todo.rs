@@ -25,21 +25,37 @@ impl Todo {
     }
 }
 
-/// All todos, kept in one state entry so the list and each todo change together.
+/// What is stored under a todo's key: the todo, or a tombstone left by a delete (the
+/// delete's event travels with the tombstone through the outbox; a TTL removes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stored {
+    Tombstone { deleted: bool, id: String },
+    Todo(Todo),
+}
+
+impl Stored {
+    pub fn live(self) -> Option<Todo> {
+        match self {
+            Stored::Todo(t) => Some(t),
+            Stored::Tombstone { .. } => None,
+        }
+    }
+}
+
+/// The ids of all todos in creation order: the list's index, kept apart from the todos
+/// so a write touches one todo, not all of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Collection {
-    pub todos: Vec<Todo>,
+pub struct Index {
+    pub ids: Vec<String>,
 }
 
-impl Collection {
-    pub fn get(&self, id: &str) -> Option<&Todo> {
-        self.todos.iter().find(|t| t.id == id)
-    }
-
-    pub fn position(&self, id: &str) -> Option<usize> {
-        self.todos.iter().position(|t| t.id == id)
-    }
+pub fn todo_key(id: &str) -> String {
+    format!("todo:{id}")
 }
+
+/// Seconds a tombstone is kept (the delete's event has long been published by then).
+pub const TOMBSTONE_TTL_SECONDS: u64 = 3600;
 
 /// An error answered to the client: status and `{"error": {"code","message","field"?}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +282,17 @@ mod tests {
         assert_eq!(e["event_type"], "todo.created");
         assert_eq!(e["todo"]["id"], "1");
         assert_eq!(e["occurred_at"], "now");
+    }
+
+    #[test]
+    fn stored_values_tell_todos_from_tombstones() {
+        let t = todo();
+        let v = serde_json::to_value(Stored::Todo(t.clone())).unwrap();
+        assert_eq!(serde_json::from_value::<Stored>(v).unwrap().live(), Some(t));
+        let v = serde_json::to_value(Stored::Tombstone { deleted: true, id: "1".into() }).unwrap();
+        assert_eq!(v, json!({"deleted": true, "id": "1"}));
+        assert_eq!(serde_json::from_value::<Stored>(v).unwrap().live(), None);
+        assert_eq!(todo_key("ab"), "todo:ab");
     }
 
     #[test]
