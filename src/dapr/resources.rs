@@ -33,24 +33,22 @@ pub struct ObjectMeta {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ComponentDoc {
-    #[allow(dead_code)]
-    api_version: String,
-    #[allow(dead_code)]
-    kind: String,
-    metadata: ObjectMeta,
-    spec: ComponentSpec,
+pub struct ComponentDoc {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: ComponentSpec,
     #[serde(default)]
-    auth: Option<ComponentAuth>,
+    pub auth: Option<ComponentAuth>,
     #[serde(default)]
-    scopes: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ComponentAuth {
+pub struct ComponentAuth {
     #[serde(default)]
-    secret_store: Option<String>,
+    pub secret_store: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,31 +108,30 @@ impl Component {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SubscriptionDoc {
-    api_version: String,
-    #[allow(dead_code)]
-    kind: String,
-    metadata: ObjectMeta,
-    spec: SubscriptionSpec,
+pub struct SubscriptionDoc {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: SubscriptionSpec,
     #[serde(default)]
-    scopes: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SubscriptionSpec {
-    pubsubname: String,
-    topic: String,
+pub struct SubscriptionSpec {
+    pub pubsubname: String,
+    pub topic: String,
     #[serde(default)]
-    route: Option<String>,
+    pub route: Option<String>,
     #[serde(default)]
-    routes: Option<RoutesSpec>,
+    pub routes: Option<RoutesSpec>,
     #[serde(default)]
-    metadata: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
     #[serde(default)]
-    dead_letter_topic: Option<String>,
+    pub dead_letter_topic: Option<String>,
     #[serde(default)]
-    bulk_subscribe: Option<serde_norway::Value>,
+    pub bulk_subscribe: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -185,16 +182,13 @@ impl Subscription {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ResiliencyDoc {
-    #[allow(dead_code)]
-    api_version: String,
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    metadata: ObjectMeta,
-    spec: ResiliencySpec,
+pub struct ResiliencyDoc {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: ResiliencySpec,
     #[serde(default)]
-    scopes: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -366,6 +360,32 @@ fn retry_policy(r: &RetrySpec) -> Result<RetryPolicy, String> {
     Ok(RetryPolicy { backoff, max_retries })
 }
 
+/// One Dapr resource document, typed (unknown fields rejected), before any check of
+/// what this sidecar supports.
+#[derive(Debug, Clone)]
+pub enum DaprDoc {
+    Component(ComponentDoc),
+    Subscription(SubscriptionDoc),
+    Resiliency(ResiliencyDoc),
+}
+
+/// Types a parsed YAML document by its `kind`; `Ok(None)` for documents that are not
+/// Dapr resources (or kinds daprd loads but this sidecar ignores). Errors carry the path
+/// of the offending field.
+pub fn parse_dapr_doc(value: serde_norway::Value) -> Result<Option<DaprDoc>, serde_path_to_error::Error<serde_norway::Error>> {
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+    let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+    if !api.starts_with("dapr.io/") {
+        return Ok(None);
+    }
+    Ok(match kind.as_str() {
+        "Component" => Some(DaprDoc::Component(serde_path_to_error::deserialize(value)?)),
+        "Subscription" => Some(DaprDoc::Subscription(serde_path_to_error::deserialize(value)?)),
+        "Resiliency" => Some(DaprDoc::Resiliency(serde_path_to_error::deserialize(value)?)),
+        _ => None,
+    })
+}
+
 /// Component types the sidecar can run.
 pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "pubsub.redis", "state.in-memory", "state.redis"];
 
@@ -410,8 +430,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
             continue;
         }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
-        let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
-        if !api.starts_with("dapr.io/") {
+        if !value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").starts_with("dapr.io/") {
             // daprd skips non-Dapr documents in a resources folder.
             tracing::debug!(file = %file.display(), "skipping a document that is not a Dapr resource");
             continue;
@@ -423,9 +442,15 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
             let line = e.inner().location().map(|l| l.line()).or_else(|| line_of(&format!("{leaf}:")));
             err(line, Some(field), e.inner().to_string())
         };
-        match kind.as_str() {
-            "Component" => {
-                let doc: ComponentDoc = serde_path_to_error::deserialize(value).map_err(typed)?;
+        if !matches!(kind.as_str(), "Component" | "Subscription" | "Resiliency" | "Configuration" | "HTTPEndpoint") {
+            return Err(err(
+                line_of("kind:"),
+                Some("kind".into()),
+                format!("unknown resource kind {kind:?}: expected Component, Subscription or Resiliency"),
+            ));
+        }
+        match parse_dapr_doc(value).map_err(typed)? {
+            Some(DaprDoc::Component(doc)) => {
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
                     continue;
                 }
@@ -460,8 +485,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                     file: file.into(),
                 });
             }
-            "Subscription" => {
-                let doc: SubscriptionDoc = serde_path_to_error::deserialize(value).map_err(typed)?;
+            Some(DaprDoc::Subscription(doc)) => {
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
                     continue;
                 }
@@ -476,8 +500,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 }
                 out.subscriptions.push(Subscription::new(s.pubsubname, s.topic, s.route, s.routes, s.metadata, s.dead_letter_topic, true));
             }
-            "Resiliency" => {
-                let doc: ResiliencyDoc = serde_path_to_error::deserialize(value).map_err(typed)?;
+            Some(DaprDoc::Resiliency(doc)) => {
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
                     continue;
                 }
@@ -486,16 +509,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 }
                 out.resiliency.push(doc.spec);
             }
-            "Configuration" | "HTTPEndpoint" => {
-                tracing::debug!(file = %file.display(), "ignoring a {kind} resource");
-            }
-            other => {
-                return Err(err(
-                    line_of("kind:"),
-                    Some("kind".into()),
-                    format!("unknown resource kind {other:?}: expected Component, Subscription or Resiliency"),
-                ));
-            }
+            None => tracing::debug!(file = %file.display(), "ignoring a {kind} resource"),
         }
     }
     Ok(())
