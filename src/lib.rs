@@ -7,6 +7,7 @@ pub mod dapr;
 pub mod engine;
 pub mod manifest;
 pub mod outbound;
+pub mod package;
 pub mod routes;
 pub mod runtime_config;
 pub mod server;

@@ -22,6 +22,25 @@ enum Command {
     Build(BuildArgs),
     /// Run only the Dapr-compatible sidecar, like `daprd`, for an app served elsewhere.
     Sidecar(SidecarArgs),
+    /// Write the app as an OCI image layout folder (Spin's media types); push it with any
+    /// OCI tool, or run it with `up --from <folder>`.
+    Package(PackageArgs),
+}
+
+#[derive(clap::Args)]
+struct PackageArgs {
+    /// The app's spin.toml, or a folder holding one.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    from: PathBuf,
+    /// The folder to write the OCI image layout to.
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+    /// The reference recorded in the index (org.opencontainers.image.ref.name).
+    #[arg(long = "reference", default_value = "latest")]
+    reference: String,
+    /// Build the components first.
+    #[arg(long)]
+    build: bool,
 }
 
 #[derive(clap::Args)]
@@ -162,6 +181,16 @@ fn main() -> anyhow::Result<()> {
                 }),
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(up::run(opts))
+        }
+        Command::Package(a) => {
+            init_logging(true);
+            let app = manifest::load(&manifest::resolve_manifest_path(&a.from))?;
+            if a.build {
+                build_cmd::build(&app, &[], false)?;
+            }
+            let p = spindapr::package::package(&app, &a.out, &a.reference)?;
+            println!("Packaged {} ({} layers) into {} as {}", app.name, p.layers, a.out.display(), p.manifest_digest);
+            Ok(())
         }
         Command::Sidecar(a) => {
             init_logging(false);

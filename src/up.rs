@@ -50,8 +50,13 @@ pub struct Prepared {
 }
 
 pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
-    let manifest_path = manifest::resolve_manifest_path(&o.from);
-    let app = manifest::load(&manifest_path)?;
+    // An OCI image layout written by `package` runs as it is; anything else is a spin.toml.
+    let app = if crate::package::is_layout(&o.from) {
+        anyhow::ensure!(!o.build, "--build does not apply to a packaged app ({})", o.from.display());
+        crate::package::load_layout(&o.from)?
+    } else {
+        manifest::load(&manifest::resolve_manifest_path(&o.from))?
+    };
     if o.build {
         crate::build_cmd::build(&app, &[], o.quiet)?;
     }
