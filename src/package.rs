@@ -165,7 +165,7 @@ fn blob_path(layout: &Path, digest: &str) -> anyhow::Result<PathBuf> {
 
 /// Reads a blob and checks it against its descriptor.
 fn read_blob(layout: &Path, d: &Descriptor) -> anyhow::Result<Vec<u8>> {
-    let path = blob_path(layout, &d.digest().to_string())?;
+    let path = blob_path(layout, d.digest().as_ref())?;
     let bytes = std::fs::read(&path).with_context(|| format!("missing blob {}", path.display()))?;
     if bytes.len() as u64 != d.size() || format!("sha256:{}", sha256(&bytes).digest()) != d.digest().to_string() {
         bail!("blob {} does not match its descriptor (size or digest)", d.digest());
