@@ -60,7 +60,7 @@ fn package_then_serve_from_the_layout() {
     let built = [std::fs::read(guest_wasm("todo-api")).unwrap(), std::fs::read(guest_wasm("todo-events")).unwrap()];
     for l in &wasm {
         let bytes = blob(&layout, l);
-        assert!(built.iter().any(|b| *b == bytes), "a Wasm layer is not one of the built components");
+        assert!(built.contains(&bytes), "a Wasm layer is not one of the built components");
     }
     let lock: serde_json::Value = serde_json::from_slice(&blob(&layout, locked[0])).unwrap();
     assert_eq!(lock["spin_lock_version"], 1);
