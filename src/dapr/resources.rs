@@ -387,7 +387,7 @@ pub fn parse_dapr_doc(value: serde_norway::Value) -> Result<Option<DaprDoc>, ser
 }
 
 /// Component types the sidecar can run.
-pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "pubsub.redis", "state.in-memory", "state.redis"];
+pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "pubsub.redis", "pubsub.kafka", "state.in-memory", "state.redis"];
 
 /// Loads every resource under `paths` for `app_id`.
 pub fn load(paths: &[PathBuf], app_id: &str) -> Result<Resources, ResourceError> {

@@ -2,6 +2,7 @@
 //! topic. The API layer and delivery never know which broker is behind it.
 
 pub mod in_memory;
+pub mod kafka;
 pub mod redis;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ pub async fn from_component(c: &crate::dapr::resources::Component, app_id: &str)
     match c.type_.as_str() {
         "pubsub.in-memory" => Ok(Arc::new(in_memory::InMemoryPubSub::default())),
         "pubsub.redis" => Ok(Arc::new(redis::RedisPubSub::new(c, app_id).await?)),
+        "pubsub.kafka" => Ok(Arc::new(kafka::KafkaPubSub::new(c, app_id)?)),
         other => anyhow::bail!("component {}: unsupported pub/sub type {other}", c.name),
     }
 }
