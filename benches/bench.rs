@@ -269,7 +269,107 @@ fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
 }
 
-async fn bench_sidecar() {
+/// A broker for the sidecar benchmark: a resources folder, and what must live as long.
+struct BenchBroker {
+    name: &'static str,
+    resources: Option<tempfile::TempDir>,
+    _tansu: Option<Proc>,
+}
+
+fn bench_brokers() -> Vec<BenchBroker> {
+    let mut out = vec![BenchBroker { name: "in-memory", resources: None, _tansu: None }];
+    // Redis: database 15, flushed first.
+    let flushed = Command::new("redis-cli").args(["-n", "15", "FLUSHDB"]).output().is_ok_and(|o| o.status.success());
+    if flushed {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pubsub.yaml"),
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n  - name: redisDB\n    value: \"15\"\n",
+        )
+        .unwrap();
+        out.push(BenchBroker { name: "redis", resources: Some(dir), _tansu: None });
+    } else {
+        eprintln!("sidecar bench: no Redis on 127.0.0.1:6379; skipping pubsub.redis");
+    }
+    // Kafka: a tansu broker of its own (in memory), pinned with the sidecar.
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    match Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "tansu",
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => {
+            let tansu = Proc(child);
+            wait_port(port);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("pubsub.yaml"),
+                format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata:\n  - name: brokers\n    value: 127.0.0.1:{port}\n  - name: authType\n    value: none\n  - name: initialOffset\n    value: oldest\n"),
+            )
+            .unwrap();
+            out.push(BenchBroker { name: "kafka (tansu)", resources: Some(dir), _tansu: Some(tansu) });
+        }
+        Err(e) => eprintln!("sidecar bench: tansu not available ({e}); skipping pubsub.kafka"),
+    }
+    out
+}
+
+/// redis-benchmark's XADD rate on the same Redis, for scale.
+fn redis_benchmark_xadd() -> Option<f64> {
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "redis-benchmark",
+            "-n",
+            "100000",
+            "-c",
+            "8",
+            "--csv",
+            "-n",
+            "100000",
+            "XADD",
+            "bench-xadd",
+            "*",
+            "data",
+            "0123456789abcdef",
+        ])
+        .output()
+        .ok()?;
+    let _ = Command::new("redis-cli").args(["DEL", "bench-xadd"]).output();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // CSV: "test","rps",...
+    text.lines().filter(|l| l.starts_with("\"XADD")).find_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
+}
+
+async fn bench_sidecars() {
+    println!("\n## sidecar pub/sub, publish→deliver (sidecar and broker on CPU 0; publisher and subscriber in the bench process on CPU 1)");
+    println!(
+        "| broker | publish→deliver p50 µs | p99 µs | publishes/s (8 publishers, 5 s) | publish call p50 / p99 µs | delivered within 1 s / published |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for b in bench_brokers() {
+        bench_sidecar(&b).await;
+    }
+    if let Some(rps) = redis_benchmark_xadd() {
+        println!("\nredis-benchmark XADD on the same Redis (8 clients, 100 000 commands, CPU 1): {rps:.0} per second");
+    }
+}
+
+async fn bench_sidecar(broker: &BenchBroker) {
     use hyper::service::service_fn;
     let app_port = free_port();
     let dapr_port = free_port();
@@ -308,20 +408,19 @@ async fn bench_sidecar() {
             });
         }
     });
-    let sidecar = start(
-        "0",
-        Path::new(env!("CARGO_BIN_EXE_spindapr")),
-        &[
-            "sidecar".into(),
-            "--app-id".into(),
-            "bench".into(),
-            "--app-port".into(),
-            app_port.to_string(),
-            "--dapr-http-port".into(),
-            dapr_port.to_string(),
-        ],
-        "Dapr sidecar",
-    );
+    let mut args: Vec<String> = vec![
+        "sidecar".into(),
+        "--app-id".into(),
+        "bench".into(),
+        "--app-port".into(),
+        app_port.to_string(),
+        "--dapr-http-port".into(),
+        dapr_port.to_string(),
+    ];
+    if let Some(dir) = &broker.resources {
+        args.extend(["--resources-path".into(), dir.path().display().to_string()]);
+    }
+    let sidecar = start("0", Path::new(env!("CARGO_BIN_EXE_spindapr")), &args, "Dapr sidecar");
     let c = client();
     let health = format!("http://127.0.0.1:{dapr_port}/v1.0/healthz");
     while call(&c, "GET", &health, Bytes::new()).await.0 != 204 {
@@ -339,19 +438,20 @@ async fn bench_sidecar() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut l = latencies.lock().unwrap().clone();
     l.sort_by(|a, b| a.total_cmp(b));
-    println!("\n## sidecar: in-memory pub/sub, publish→deliver (sidecar on CPU 0; publisher and subscriber in the bench process)");
-    println!("| measure                         | value |");
-    println!("|---------------------------------|-------|");
-    println!("| publish→deliver p50 (µs), n={:<4} | {:.0} |", l.len(), percentile(&l, 0.50));
-    println!("| publish→deliver p99 (µs)         | {:.0} |", percentile(&l, 0.99));
     // Throughput: 8 concurrent publishers for 5 s.
     let before = delivered.load(Ordering::Relaxed);
     let (rps, lat) = load("POST", url, |i| Bytes::from(format!(r#"{{"sent_ns":"0","measure":false,"i":{i}}}"#)), 8, 5).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = delivered.load(Ordering::Relaxed) - before;
-    println!("| publishes/s (8 publishers, 5 s)  | {rps:.0} |");
-    println!("| publish call p50 / p99 (µs)      | {:.0} / {:.0} |", percentile(&lat, 0.5), percentile(&lat, 0.99));
-    println!("| delivered / published            | {got} / {} |", lat.len());
+    println!(
+        "| {} | {:.0} | {:.0} | {rps:.0} | {:.0} / {:.0} | {got} / {} |",
+        broker.name,
+        percentile(&l, 0.50),
+        percentile(&l, 0.99),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.len()
+    );
     drop(sidecar);
 }
 
@@ -431,11 +531,11 @@ fn main() {
     let _ = Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]).stdout(Stdio::null()).status();
     match which.as_str() {
         "host" => bench_host(),
-        "sidecar" => rt.block_on(bench_sidecar()),
+        "sidecar" => rt.block_on(bench_sidecars()),
         "todo" => rt.block_on(bench_todo()),
         "all" => {
             bench_host();
-            rt.block_on(bench_sidecar());
+            rt.block_on(bench_sidecars());
             rt.block_on(bench_todo());
         }
         other => {

@@ -23,9 +23,13 @@ macro_rules! on_each_broker {
             fn in_memory() {
                 super::$name(&super::Broker::InMemory)
             }
-            #[test]
+                        #[test]
             fn redis() {
                 super::$name(&super::Broker::redis())
+            }
+            #[test]
+            fn kafka() {
+                super::$name(&super::Broker::kafka())
             }
         }
     )*};

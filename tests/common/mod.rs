@@ -304,6 +304,11 @@ pub enum Broker {
         dir: tempfile::TempDir,
         db: RedisDb,
     },
+    /// A Kafka-protocol broker (tansu, in memory) of its own on a free port.
+    Kafka {
+        dir: tempfile::TempDir,
+        broker: KafkaBroker,
+    },
 }
 
 impl Broker {
@@ -320,10 +325,21 @@ impl Broker {
         Broker::Redis { dir, db }
     }
 
+    pub fn kafka() -> Self {
+        let broker = KafkaBroker::start();
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["pubsub.yaml", "statestore.yaml", "resiliency.yaml"] {
+            let text = std::fs::read_to_string(repo_root().join("runtime-config/dapr/kafka").join(f)).unwrap();
+            // Only the broker address changes: the YAML is otherwise the shipped one.
+            std::fs::write(dir.path().join(f), text.replace("127.0.0.1:19092", &format!("127.0.0.1:{}", broker.port))).unwrap();
+        }
+        Broker::Kafka { dir, broker }
+    }
+
     pub fn resources(&self) -> PathBuf {
         match self {
             Broker::InMemory => repo_root().join("runtime-config/dapr/in-memory"),
-            Broker::Redis { dir, .. } => dir.path().to_path_buf(),
+            Broker::Redis { dir, .. } | Broker::Kafka { dir, .. } => dir.path().to_path_buf(),
         }
     }
 }
@@ -356,5 +372,39 @@ impl RedisDb {
 impl Drop for RedisDb {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// A tansu broker (Kafka protocol, in-memory storage) on a free port; stopped on drop.
+pub struct KafkaBroker {
+    pub port: u16,
+    child: Child,
+}
+
+impl KafkaBroker {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(std::env::var("TANSU").unwrap_or_else(|_| "tansu".into()))
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("tansu is needed for the Kafka tests ({e}): cargo install tansu --locked --features dynostore (.ci/run does)")
+            });
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "tansu did not start on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,7 +1,7 @@
 //! `pubsub.kafka` as components-contrib implements it, on librdkafka: `brokers`,
 //! `consumerGroup` (default the consumer id, i.e. the app id), `clientId`, `authType`
 //! (only `none` here, refused otherwise), `initialOffset` (`newest` | `oldest`),
-//! `maxMessageBytes`. Publish: the `partitionKey` (or `__key`) metadata is the record
+//! `maxMessageBytes`, `sessionTimeout` (10s) and `heartbeatInterval` (3s). Publish: the `partitionKey` (or `__key`) metadata is the record
 //! key and every metadata entry a record header. Subscribe: one consumer in the group per
 //! topic; a message whose handler fails is retried in place after a back-off (the
 //! partition waits, as Dapr's consumer does); its offset is stored only once handled, so
@@ -30,6 +30,8 @@ pub struct KafkaPubSub {
     group: String,
     initial_offset: &'static str,
     retry_interval: Duration,
+    session_timeout: Duration,
+    heartbeat: Duration,
     known_topics: Mutex<std::collections::HashSet<String>>,
     stop: watch::Sender<bool>,
 }
@@ -68,8 +70,19 @@ impl KafkaPubSub {
             Some(v) => parse_go_duration(v).map_err(anyhow::Error::msg)?,
             None => Duration::from_secs(5),
         };
+        // How long a dead consumer keeps its partitions (Dapr's default: 10s).
+        let session_timeout = match meta("sessionTimeout") {
+            Some(v) => parse_go_duration(v).map_err(anyhow::Error::msg)?,
+            None => Duration::from_secs(10),
+        };
+        let heartbeat = match meta("heartbeatInterval") {
+            Some(v) => parse_go_duration(v).map_err(anyhow::Error::msg)?,
+            None => Duration::from_secs(3),
+        };
         let (stop, _) = watch::channel(false);
         Ok(Self {
+            session_timeout,
+            heartbeat,
             base,
             producer,
             admin,
@@ -148,6 +161,8 @@ impl PubSub for KafkaPubSub {
             // Offsets are stored by us, after a message is handled; librdkafka commits them.
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
+            .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", self.heartbeat.as_millis().to_string())
             .create()
             .context("creating the Kafka consumer")?;
         consumer.subscribe(&[topic]).with_context(|| format!("subscribing to Kafka topic {topic}"))?;
