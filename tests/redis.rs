@@ -25,22 +25,6 @@ fn state_yaml(db: i64) -> String {
     )
 }
 
-fn sidecar(app_port: u16, res: &tempfile::TempDir, dapr_port: Option<u16>) -> Host {
-    let (ap, path) = (app_port.to_string(), res.path().display().to_string());
-    let dp = dapr_port.map(|p| p.to_string());
-    let mut args = vec!["--app-id", "orders", "--app-port", &ap, "--resources-path", &path];
-    if let Some(p) = &dp {
-        args.extend(["--dapr-http-port", p]);
-    }
-    let host = HostBuilder::sidecar(&args).start();
-    let start = std::time::Instant::now();
-    while get(&host.url("/v1.0/healthz")).status != 204 {
-        assert!(start.elapsed() < WAIT, "not healthy:\n{}", host.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    host
-}
-
 fn hash(conn: &mut redis::Connection, key: &str) -> std::collections::HashMap<String, String> {
     redis::cmd("HGETALL").arg(key).query(conn).unwrap()
 }
@@ -50,7 +34,7 @@ fn layout_matches_dapr_field_by_field() {
     let db = RedisDb::new();
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}])));
     let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(db.db, 6379, "")), ("state.yaml", &state_yaml(db.db))]);
-    let host = sidecar(app.port, &res, None);
+    let host = sidecar_for("orders", app.port, res.path(), None, WAIT);
     let mut conn = db.conn();
 
     // State: a hash per key (`<app-id>||<key>`) with `data` (JSON) and `version` 1, 2, ...
@@ -134,39 +118,10 @@ fn layout_matches_dapr_field_by_field() {
 #[test]
 fn sigkill_loses_no_published_event() {
     let db = RedisDb::new();
-    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "jobs", "route": "/jobs"}])));
-    // A slow subscriber, so the kill lands while events flow.
-    app.script("/jobs", &[(200, r#"sleep:40:{"status":"SUCCESS"}"#)]);
     let extra = "  - name: processingTimeout\n    value: 1s\n  - name: redeliverInterval\n    value: 300ms\n  - name: concurrency\n    value: \"2\"\n";
     let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(db.db, 6379, extra))]);
-    let dapr_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut host = sidecar(app.port, &res, Some(dapr_port));
-    const N: usize = 60;
-    for i in 0..N {
-        let a = send("POST", &host.url("/v1.0/publish/pubsub/jobs"), &[("content-type", "application/json")], &format!(r#"{{"n":{i}}}"#));
-        assert_eq!(a.status, 204);
-    }
-    app.wait_calls("/jobs", 5, WAIT);
-    host.child.kill().unwrap(); // SIGKILL
-    host.child.wait().unwrap();
-    let before = app.calls("/jobs").len();
-    assert!(before < N, "the kill came too late to test anything ({before} delivered)");
-    let host = sidecar(app.port, &res, Some(dapr_port));
-    let start = std::time::Instant::now();
-    let delivered = loop {
-        let seen: std::collections::BTreeSet<i64> = app.calls("/jobs").iter().filter_map(|r| r.json()["data"]["n"].as_i64()).collect();
-        if seen.len() == N || start.elapsed() > WAIT {
-            break seen;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(
-        delivered.len(),
-        N,
-        "missing after restart: {:?}\n{}",
-        (0..N as i64).filter(|n| !delivered.contains(n)).collect::<Vec<_>>(),
-        host.logs()
-    );
+    // Pending entries of the killed consumer are reclaimed after processingTimeout.
+    assert_sigkill_loses_no_published_event(res.path(), WAIT);
 }
 
 #[test]
@@ -191,7 +146,7 @@ fn broker_outage_is_a_500_and_heals_without_restart() {
     wait_up();
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
     let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, ""))]);
-    let host = sidecar(app.port, &res, None);
+    let host = sidecar_for("orders", app.port, res.path(), None, WAIT);
     let publish =
         |n: i32| send("POST", &host.url("/v1.0/publish/pubsub/t"), &[("content-type", "application/json")], &format!(r#"{{"n":{n}}}"#));
     assert_eq!(publish(1).status, 204);

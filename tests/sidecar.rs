@@ -24,22 +24,8 @@ fn resiliency(policy: &str) -> String {
     )
 }
 
-fn start_sidecar(app: &TestApp, res: &tempfile::TempDir, extra: &[&str]) -> Host {
-    let port = app.port.to_string();
-    let path = res.path().display().to_string();
-    let mut args = vec!["--app-id", "todo", "--app-port", &port, "--resources-path", &path];
-    args.extend_from_slice(extra);
-    let host = HostBuilder::sidecar(&args).start();
-    wait_healthy(&host);
-    host
-}
-
-fn wait_healthy(host: &Host) {
-    let start = std::time::Instant::now();
-    while get(&host.url("/v1.0/healthz")).status != 204 {
-        assert!(start.elapsed() < WAIT, "sidecar never became healthy:\n{}", host.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn start_sidecar(app: &TestApp, res: &tempfile::TempDir) -> Host {
+    sidecar_for("todo", app.port, res.path(), None, WAIT)
 }
 
 fn publish(host: &Host, path: &str, content_type: &str, body: &str) -> Answer {
@@ -50,7 +36,7 @@ fn publish(host: &Host, path: &str, content_type: &str, body: &str) -> Answer {
 fn envelope_fields_and_content_types() {
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}])));
     let res = resources(&[("pubsub.yaml", PUBSUB)]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
 
     let a = send(
         "POST",
@@ -104,7 +90,7 @@ fn publish_errors_match_daprd() {
     let app = TestApp::start(None);
     let scoped = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: scoped\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n  - name: publishingScopes\n    value: \"todo=allowed\"\n";
     let res = resources(&[("pubsub.yaml", PUBSUB), ("scoped.yaml", scoped)]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
     let a = publish(&host, "/v1.0/publish/nope/t", "text/plain", "x");
     assert_eq!(a.status, 404);
     assert_eq!(a.json()["errorCode"], "ERR_PUBSUB_NOT_FOUND");
@@ -156,7 +142,7 @@ fn app_answers_retries_and_dead_letters() {
         ("pubsub.yaml", PUBSUB),
         ("res.yaml", &resiliency("        policy: constant\n        duration: 50ms\n        maxRetries: 4")),
     ]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
 
     // RETRY, then an unknown status (case matters), then SUCCESS: three calls.
     publish(&host, "/v1.0/publish/pubsub/retry-then-ok", "text/plain", "a");
@@ -192,7 +178,7 @@ fn exponential_backoff_spacing_and_no_retry_without_policy() {
         ("pubsub.yaml", PUBSUB),
         ("res.yaml", &resiliency("        policy: exponential\n        duration: 100ms\n        maxInterval: 1s\n        maxRetries: 3")),
     ]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
     let started = std::time::Instant::now();
     publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
     let calls = app.wait_calls("/t", 4, WAIT);
@@ -205,7 +191,7 @@ fn exponential_backoff_spacing_and_no_retry_without_policy() {
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
     app.script("/t", &[(500, "")]);
     let res = resources(&[("pubsub.yaml", PUBSUB)]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
     publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
     app.wait_calls("/t", 1, WAIT);
     std::thread::sleep(Duration::from_millis(500));
@@ -219,7 +205,7 @@ fn inbound_timeout_counts_as_a_failed_delivery() {
     app.script("/slow", &[(200, r#"sleep:600:{"status":"SUCCESS"}"#), (200, r#"{"status":"SUCCESS"}"#)]);
     let res = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    timeouts:\n      quick: 150ms\n    retries:\n      again:\n        policy: constant\n        duration: 10ms\n        maxRetries: 2\n  targets:\n    components:\n      pubsub:\n        inbound:\n          timeout: quick\n          retry: again\n".to_string();
     let dir = resources(&[("pubsub.yaml", PUBSUB), ("res.yaml", &res)]);
-    let host = start_sidecar(&app, &dir, &[]);
+    let host = start_sidecar(&app, &dir);
     publish(&host, "/v1.0/publish/pubsub/slow", "text/plain", "x");
     // The first answer comes too late: the delivery is retried and the second succeeds.
     assert_eq!(app.wait_calls("/slow", 2, WAIT).len(), 2);
@@ -232,7 +218,7 @@ fn declarative_subscriptions_with_cel_rules() {
     let app = TestApp::start(None);
     let sub = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: widgets\nspec:\n  pubsubname: pubsub\n  topic: inventory\n  routes:\n    rules:\n    - match: event.type == \"widget\"\n      path: /widgets\n    - match: event.data.qty > 10\n      path: /bulk\n    default: /other\nscopes:\n- todo\n";
     let res = resources(&[("pubsub.yaml", PUBSUB), ("sub.yaml", sub)]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
     publish(&host, "/v1.0/publish/pubsub/inventory?metadata.cloudevent.type=widget", "application/json", r#"{"qty":1}"#);
     publish(&host, "/v1.0/publish/pubsub/inventory", "application/json", r#"{"qty":50}"#);
     publish(&host, "/v1.0/publish/pubsub/inventory", "application/json", r#"{"qty":2}"#);
@@ -253,7 +239,7 @@ fn state_etags_bulk_and_errors() {
         "state.yaml",
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n",
     )]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
     let save = |body: &str| send("POST", &host.url("/v1.0/state/statestore"), &[("content-type", "application/json")], body);
     assert_eq!(save(r#"[{"key":"k1","value":{"b":2,"a":"x"}},{"key":"k2","value":"text"}]"#).status, 204);
     let a = get(&host.url("/v1.0/state/statestore/k1"));
@@ -293,7 +279,7 @@ fn state_etags_bulk_and_errors() {
 fn transactions_commit_with_their_outbox_events() {
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "outbox", "route": "/outbox"}])));
     let res = resources(&[("pubsub.yaml", PUBSUB), ("state.yaml", STATE_WITH_OUTBOX)]);
-    let host = start_sidecar(&app, &res, &[]);
+    let host = start_sidecar(&app, &res);
     let tx = |body: &str| send("POST", &host.url("/v1.0/state/statestore/transaction"), &[("content-type", "application/json")], body);
     let a = tx(
         r#"{"operations":[{"operation":"upsert","request":{"key":"a","value":{"n":1},"metadata":{"contentType":"application/json"}}},{"operation":"upsert","request":{"key":"b","value":{"n":2}}}]}"#,
@@ -359,7 +345,7 @@ fn api_tokens_and_health() {
         std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
         Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])),
     );
-    wait_healthy(&host);
+    wait_healthy(&host, WAIT);
 
     let a = publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
     assert_eq!((a.status, a.body.as_str()), (401, "invalid api token"));

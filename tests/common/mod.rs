@@ -408,3 +408,58 @@ impl Drop for KafkaBroker {
         let _ = self.child.wait();
     }
 }
+
+/// Starts `spindapr sidecar` for an app on `app_port` with the resources in `res`, and
+/// waits until it is healthy (the app's subscriptions read).
+pub fn sidecar_for(app_id: &str, app_port: u16, res: &Path, dapr_port: Option<u16>, wait: Duration) -> Host {
+    let (ap, path) = (app_port.to_string(), res.display().to_string());
+    let dp = dapr_port.map(|p| p.to_string());
+    let mut args = vec!["--app-id", app_id, "--app-port", &ap, "--resources-path", &path];
+    if let Some(p) = &dp {
+        args.extend(["--dapr-http-port", p]);
+    }
+    let host = HostBuilder::sidecar(&args).start();
+    wait_healthy(&host, wait);
+    host
+}
+
+/// Waits until a standalone sidecar answers 204 on /v1.0/healthz.
+pub fn wait_healthy(host: &Host, wait: Duration) {
+    let start = Instant::now();
+    while get(&host.url("/v1.0/healthz")).status != 204 {
+        assert!(start.elapsed() < wait, "the sidecar never became healthy:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The durability scenario for a persistent broker: 60 events published, the sidecar
+/// SIGKILLed while a slow subscriber works through them, then restarted: every event
+/// must arrive at least once. `res` holds a `pubsub` component of the broker under test.
+pub fn assert_sigkill_loses_no_published_event(res: &Path, wait: Duration) {
+    let app = app::TestApp::start(Some(serde_json::json!([{"pubsubname": "pubsub", "topic": "jobs", "route": "/jobs"}])));
+    // A slow subscriber, so the kill lands while events flow.
+    app.script("/jobs", &[(200, r#"sleep:40:{"status":"SUCCESS"}"#)]);
+    let dapr_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut host = sidecar_for("orders", app.port, res, Some(dapr_port), wait);
+    const N: usize = 60;
+    for i in 0..N {
+        let a = send("POST", &host.url("/v1.0/publish/pubsub/jobs"), &[("content-type", "application/json")], &format!(r#"{{"n":{i}}}"#));
+        assert_eq!(a.status, 204);
+    }
+    app.wait_calls("/jobs", 5, wait);
+    host.child.kill().unwrap(); // SIGKILL
+    host.child.wait().unwrap();
+    let before = app.calls("/jobs").len();
+    assert!(before < N, "the kill came too late to test anything ({before} delivered)");
+    let host = sidecar_for("orders", app.port, res, Some(dapr_port), wait);
+    let start = Instant::now();
+    let delivered = loop {
+        let seen: std::collections::BTreeSet<i64> = app.calls("/jobs").iter().filter_map(|r| r.json()["data"]["n"].as_i64()).collect();
+        if seen.len() == N || start.elapsed() > wait {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let missing: Vec<i64> = (0..N as i64).filter(|n| !delivered.contains(n)).collect();
+    assert!(missing.is_empty(), "missing after restart: {missing:?}\n{}", host.logs());
+}
