@@ -383,7 +383,16 @@ pub struct KafkaBroker {
 
 impl KafkaBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+    }
+
+    /// Stops the broker (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn start_on(port: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(std::env::var("TANSU").unwrap_or_else(|_| "tansu".into()))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])

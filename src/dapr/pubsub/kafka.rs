@@ -148,7 +148,11 @@ impl PubSub for KafkaPubSub {
         if let Some(k) = &key {
             record = record.key(k.as_str());
         }
-        self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| anyhow::anyhow!("kafka: error from publish: {e}"))?;
+        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
+            // The broker may come back empty (or be another one): check the topic again next time.
+            self.known_topics.lock().await.remove(&msg.topic);
+            return Err(anyhow::anyhow!("kafka: error from publish: {e}"));
+        }
         Ok(())
     }
 
