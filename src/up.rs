@@ -91,6 +91,7 @@ pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
 }
 
 pub async fn run(o: UpOptions) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let p = prepare(&o).await?;
     let addr = p.listener.local_addr()?;
     let base_url = format!("http://{addr}");
@@ -127,18 +128,17 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let mut discovery = None;
     if let Some((sidecar, listener)) = sidecar {
-        let subs = sidecar.clone();
-        tasks.spawn(async move {
-            if let Err(e) = subs.start_subscriptions().await {
-                tracing::error!("the sidecar could not set up subscriptions: {e:#}");
-            }
-            Ok(())
-        });
+        discovery = Some(spawn_subscriptions(sidecar.clone()));
         tasks.spawn(sidecar.serve(listener, stopped(stop_rx.clone())));
     }
     tasks.spawn(trigger_http::serve(p.runtime, p.listener, stopped(stop_rx.clone()), Duration::from_secs(10)));
-    shutdown_signal().await;
+    shutdown.await;
+    // Discovery polls the app until it answers; once the app stops, it never would.
+    if let Some(d) = discovery {
+        d.abort();
+    }
     let _ = stop_tx.send(true);
     while let Some(r) = tasks.join_next().await {
         r??;
@@ -153,38 +153,45 @@ fn app_host(addr: SocketAddr) -> String {
 
 /// `sidecar`: the sidecar alone, like `daprd`, for an app running elsewhere.
 pub async fn run_sidecar(cfg: SidecarConfig, http_port: u16) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let sidecar = Sidecar::new(cfg).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{http_port}: pick another with --dapr-http-port"))?;
     println!("Dapr sidecar http://{}", listener.local_addr()?);
-    let subs = sidecar.clone();
-    tokio::spawn(async move {
-        if let Err(e) = subs.start_subscriptions().await {
-            tracing::error!("the sidecar could not set up subscriptions: {e:#}");
-        }
-    });
-    sidecar.serve(listener, shutdown_signal()).await
+    spawn_subscriptions(sidecar.clone());
+    sidecar.serve(listener, shutdown).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Reads the app's subscriptions in the background (it waits for the app to answer).
+fn spawn_subscriptions(sidecar: std::sync::Arc<Sidecar>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = sidecar.start_subscriptions().await {
+            tracing::error!("the sidecar could not set up subscriptions: {e:#}");
         }
-    };
+    })
+}
+
+/// Registers SIGINT and SIGTERM handlers now, and returns a future that resolves on
+/// either. Registering before anything is served matters: a signal that arrives before
+/// its handler exists would kill the process instead of draining it.
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
