@@ -82,11 +82,7 @@ fn package_then_serve_from_the_layout() {
         .arg("--resources-path")
         .arg(repo_root().join("runtime-config/dapr/in-memory"))
         .start();
-    let start = std::time::Instant::now();
-    while get(&host.dapr_url("/v1.0/healthz")).status != 204 {
-        assert!(start.elapsed() < Duration::from_secs(15), "{}", host.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_healthy(&host, Duration::from_secs(15));
     let a = send("POST", &host.url("/todos"), &[], r#"{"title":"from the OCI layout"}"#);
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(get(&host.url("/.well-known/spin/info")).json()["name"], "todo");

@@ -61,11 +61,7 @@ fn start(broker: &Broker, extra: &[&str]) -> Host {
     }
     let host = b.start();
     // Ready once the sidecar has read the subscriptions.
-    let start = std::time::Instant::now();
-    while get(&host.dapr_url("/v1.0/healthz")).status != 204 {
-        assert!(start.elapsed() < WAIT, "sidecar not ready:\n{}", host.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_healthy(&host, WAIT);
     host
 }
 

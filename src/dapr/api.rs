@@ -146,7 +146,6 @@ impl Sidecar {
                     Err(e) => error(e),
                 }
             }
-            (["v1.0" | "v1.0-alpha1", ..], _) => empty(StatusCode::NOT_FOUND),
             _ => empty(StatusCode::NOT_FOUND),
         }
     }

@@ -79,20 +79,19 @@ impl Route {
     /// The path for `event`: the first rule that matches, else the default; `Ok(None)`
     /// when nothing matches. A non-boolean result or an evaluation error is an error.
     pub fn path_for(&self, event: &Value) -> Result<Option<String>, String> {
+        // Built at the first CEL rule, shared by the rest.
+        let mut ctx: Option<cel::Context> = None;
         for r in &self.rules {
             let Some(program) = &r.program else {
                 return Ok(Some(r.path.clone()));
             };
-            let mut ctx = cel::Context::default();
-            let value = cel::to_value(serde_json::json!({ "event": event })).map_err(|e| e.to_string())?;
-            if let cel::Value::Map(m) = value {
-                for (k, v) in m.map.iter() {
-                    if let cel::objects::Key::String(k) = k {
-                        ctx.add_variable_from_value(k.as_str(), v.clone());
-                    }
-                }
+            if ctx.is_none() {
+                let mut c = cel::Context::default();
+                c.add_variable_from_value("event", cel::to_value(event).map_err(|e| e.to_string())?);
+                ctx = Some(c);
             }
-            match program.execute(&ctx) {
+            let Some(ctx) = ctx.as_ref() else { continue };
+            match program.execute(ctx) {
                 Ok(cel::Value::Bool(true)) => return Ok(Some(r.path.clone())),
                 Ok(cel::Value::Bool(false)) => continue,
                 Ok(other) => {
@@ -119,18 +118,18 @@ impl Delivery {
     /// Handles one message; `Err` hands the failure back to the broker.
     pub async fn deliver(&self, msg: Message) -> anyhow::Result<()> {
         let sub = &self.route.sub;
-        let event: Value = match serde_json::from_slice(&msg.data) {
-            Ok(v @ Value::Object(_)) => v,
-            _ if sub.metadata.get("rawPayload").is_some_and(|v| v == "true") => raw_envelope(&msg, sub),
+        // The app gets the broker's exact bytes, or the envelope built around a raw payload.
+        let (event, body) = match serde_json::from_slice(&msg.data) {
+            Ok(v @ Value::Object(_)) => (v, msg.data.clone()),
+            _ if sub.metadata.get("rawPayload").is_some_and(|v| v == "true") => {
+                let e = raw_envelope(&msg, sub);
+                let b = Bytes::from(serde_json::to_vec(&e)?);
+                (e, b)
+            }
             _ => {
                 tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, "error deserializing cloud event: the message is not a JSON object");
                 return self.fail(&msg, "the message is not a CloudEvent".into()).await;
             }
-        };
-        let body = if matches!(serde_json::from_slice::<Value>(&msg.data), Ok(Value::Object(_))) {
-            msg.data.clone()
-        } else {
-            Bytes::from(serde_json::to_vec(&event)?)
         };
         if super::cloudevents::is_expired(&event, chrono::Utc::now()) {
             tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, id = ?event.get("id"), "dropping expired message");

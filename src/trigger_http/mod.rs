@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::net::TcpListener;
@@ -421,9 +420,4 @@ pub async fn serve(
     crate::server::serve(listener, service_for, shutdown, grace).await?;
     tracing::info!("stopped serving the app");
     Ok(())
-}
-
-/// Reads a whole body (for tests and the sidecar).
-pub async fn collect_body(body: WasiBody) -> Result<Bytes, Error> {
-    Ok(body.collect().await?.to_bytes())
 }

@@ -432,10 +432,10 @@ pub fn sidecar_for(app_id: &str, app_port: u16, res: &Path, dapr_port: Option<u1
     host
 }
 
-/// Waits until a standalone sidecar answers 204 on /v1.0/healthz.
+/// Waits until the sidecar (standalone, or embedded in `up`) answers 204 on /v1.0/healthz.
 pub fn wait_healthy(host: &Host, wait: Duration) {
     let start = Instant::now();
-    while get(&host.url("/v1.0/healthz")).status != 204 {
+    while get(&host.dapr_url("/v1.0/healthz")).status != 204 {
         assert!(start.elapsed() < wait, "the sidecar never became healthy:\n{}", host.logs());
         std::thread::sleep(Duration::from_millis(20));
     }
