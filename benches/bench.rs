@@ -4,10 +4,13 @@
 //!   with wrk; servers pinned to CPU 0 and wrk to CPU 1, rounds alternated.
 //! - sidecar: publish→deliver latency through the in-memory pub/sub to a subscriber, and
 //!   publishes/s with concurrent publishers.
-//! - todo: GET /todos/:id and POST /todos through the embedded sidecar, and the latency
-//!   from POST /todos to the subscriber's activity feed showing the event.
+//! - todo: POST /todos of `spindapr up` against the seed lesson's FastAPI service
+//!   (benches/seed, against this project's sidecar) in interleaved rounds at 1 and 8
+//!   connections; the create rate with 0, 5,000 and 50,000 todos stored; GET /todos with
+//!   50,000 stored; POST → the event in the subscriber's feed; GET /todos/:id.
 //!
 //! Figures are printed as a table; BENCHMARKS.md records them with this command.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -230,7 +233,8 @@ async fn call(c: &HttpClient, method: &str, url: &str, body: Bytes) -> (u16, Byt
     (status, resp.into_body().collect().await.unwrap().to_bytes())
 }
 
-/// `conns` loops sending requests for `secs`; returns req/s and sorted latencies in µs.
+/// `conns` loops sending requests for `secs`; returns req/s and sorted latencies in µs
+/// (it stops the process on any answer that is not 2xx).
 async fn load(
     method: &'static str,
     url: String,
@@ -238,21 +242,38 @@ async fn load(
     conns: usize,
     secs: u64,
 ) -> (f64, Vec<f64>) {
+    let (rps, lat, failed) = load_counting(method, url.clone(), body, conns, secs).await;
+    assert_eq!(failed, 0, "{method} {url}: {failed} answers were not 2xx");
+    (rps, lat)
+}
+
+/// As [`load`], counting answers that are not 2xx (they are not in the rate).
+async fn load_counting(
+    method: &'static str,
+    url: String,
+    body: impl Fn(u64) -> Bytes + Send + Sync + 'static,
+    conns: usize,
+    secs: u64,
+) -> (f64, Vec<f64>, u64) {
     let c = client();
     let body = Arc::new(body);
     let n = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (c, url, body, n) = (c.clone(), url.clone(), body.clone(), n.clone());
+        let (c, url, body, n, failed) = (c.clone(), url.clone(), body.clone(), n.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let i = n.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
                 let (status, _) = call(&c, method, &url, body(i)).await;
-                assert!(status < 300, "{method} {url}: {status}");
-                lat.push(t.elapsed().as_secs_f64() * 1e6);
+                if status < 300 {
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
             }
             lat
         }));
@@ -262,7 +283,7 @@ async fn load(
         all.extend(t.await.unwrap());
     }
     all.sort_by(|a, b| a.total_cmp(b));
-    (all.len() as f64 / secs as f64, all)
+    (all.len() as f64 / secs as f64, all, failed.load(Ordering::Relaxed))
 }
 
 fn now_ns() -> u128 {
@@ -455,8 +476,8 @@ async fn bench_sidecar(broker: &BenchBroker) {
     drop(sidecar);
 }
 
-async fn bench_todo() {
-    build_guests();
+/// `spindapr up` on the repo's spin.toml (in-memory resources) pinned to CPU 0.
+async fn start_up() -> (Proc, String) {
     let port = free_port();
     let dapr_port = free_port();
     let r = root();
@@ -474,41 +495,218 @@ async fn bench_todo() {
             "--variable".into(),
             format!("dapr_url=http://127.0.0.1:{dapr_port}"),
             "--resources-path".into(),
-            r.join("runtime-config/dapr/in-memory").display().to_string(),
+            r.join("runtime-config/dapr").display().to_string(),
             "-q".into(),
         ],
         "Serving",
     );
+    wait_healthy(dapr_port).await;
+    (up, format!("http://127.0.0.1:{port}"))
+}
+
+async fn wait_healthy(dapr_port: u16) {
     let c = client();
-    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
     while call(&c, "GET", &format!("http://127.0.0.1:{dapr_port}/v1.0/healthz"), Bytes::new()).await.0 != 204 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the sidecar never became healthy");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // 50 todos to read.
-    let mut ids = Vec::new();
-    for i in 0..50 {
-        let (s, b) = call(&c, "POST", &format!("{base}/todos"), Bytes::from(format!(r#"{{"title":"seed {i}"}}"#))).await;
-        assert_eq!(s, 201);
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-        ids.push(v["id"].as_str().unwrap().to_string());
+}
+
+/// The seed lesson's FastAPI service (benches/seed, one uvicorn worker) next to
+/// `spindapr sidecar`, both pinned to CPU 0.
+async fn start_seed() -> Option<(Proc, Proc, String)> {
+    let ok = Command::new("python3").args(["-c", "import fastapi, uvicorn, httpx, dapr.ext.fastapi"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("todo bench: the seed needs Python packages: pip install -r benches/seed/requirements.txt");
+        return None;
     }
-    println!("\n## todo: through the embedded sidecar (in-memory), server on CPU 0, client in the bench process");
-    println!("| request                  | c | req/s | p50 µs | p99 µs |");
-    println!("|--------------------------|---|-------|--------|--------|");
-    let get_url = format!("{base}/todos/{}", ids[25]);
-    load("GET", get_url.clone(), |_| Bytes::new(), 2, 2).await;
-    let (rps, l) = load("GET", get_url, |_| Bytes::new(), 2, 8).await;
-    println!("| GET /todos/:id (50 todos) | 2 | {rps:.0} | {:.0} | {:.0} |", percentile(&l, 0.5), percentile(&l, 0.99));
-    let (rps, l) = load("POST", format!("{base}/todos"), |i| Bytes::from(format!(r#"{{"title":"bench {i}"}}"#)), 2, 8).await;
-    println!("| POST /todos              | 2 | {rps:.0} | {:.0} | {:.0} |", percentile(&l, 0.5), percentile(&l, 0.99));
-    // create→subscriber: POST, then poll the activity feed until the event shows.
+    let (app_port, dapr_port) = (free_port(), free_port());
+    let r = root();
+    let uvicorn = Command::new("taskset")
+        .args(["-c", "0", "python3", "-m", "uvicorn", "app:app", "--workers", "1", "--no-access-log", "--log-level", "warning"])
+        .arg("--port")
+        .arg(app_port.to_string())
+        .current_dir(r.join("benches/seed"))
+        .env("DAPR_HTTP_PORT", dapr_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m uvicorn");
+    let uvicorn = Proc(uvicorn);
+    wait_port(app_port);
+    let sidecar = start(
+        "0",
+        Path::new(env!("CARGO_BIN_EXE_spindapr")),
+        &[
+            "sidecar".into(),
+            "--app-id".into(),
+            "seed".into(),
+            "--app-port".into(),
+            app_port.to_string(),
+            "--dapr-http-port".into(),
+            dapr_port.to_string(),
+            "--resources-path".into(),
+            r.join("runtime-config/dapr").display().to_string(),
+        ],
+        "Dapr sidecar",
+    );
+    wait_healthy(dapr_port).await;
+    Some((sidecar, uvicorn, format!("http://127.0.0.1:{app_port}")))
+}
+
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.0} ({lo:.0}–{hi:.0})", median(v.to_vec()))
+}
+
+fn create_body(i: u64) -> Bytes {
+    Bytes::from(format!(r#"{{"title":"bench {i}"}}"#))
+}
+
+/// Creates todos with 8 connections until `n` more exist.
+async fn fill(base: &str, n: u64) {
+    let c = client();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, url, next) = (c.clone(), format!("{base}/todos"), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let (s, _) = call(&c, "POST", &url, create_body(1_000_000 + i)).await;
+                assert_eq!(s, 201);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// `POST /todos` of `spindapr up` against the seed service, interleaved rounds.
+async fn bench_todo_vs_seed(rounds: usize, secs: u64) {
+    let (ours, ours_base) = start_up().await;
+    let seed = start_seed().await;
+    println!(
+        "\n## todo write path: POST /todos, ours vs the seed service (servers on CPU 0, client on CPU 1; {rounds} interleaved rounds × {secs} s)"
+    );
+    println!("| round | c | spindapr up req/s | p50 / p99 µs | seed (FastAPI) req/s | p50 / p99 µs | ratio | non-2xx ours / seed |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // Warm-up: compiled code, pools, Python's imports.
+    load_counting("POST", format!("{ours_base}/todos"), create_body, 2, 2).await;
+    if let Some((_, _, seed_base)) = &seed {
+        load_counting("POST", format!("{seed_base}/todos"), create_body, 2, 2).await;
+    }
+    /// Per connection count: ours, the seed's and the ratio, one entry per round.
+    type Rounds = (usize, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut summary: Vec<Rounds> = vec![(1, vec![], vec![], vec![]), (8, vec![], vec![], vec![])];
+    for round in 1..=rounds {
+        for (conns, ours_r, seed_r, ratios) in summary.iter_mut() {
+            let (a, la, fa) = load_counting("POST", format!("{ours_base}/todos"), create_body, *conns, secs).await;
+            ours_r.push(a);
+            match &seed {
+                Some((_, _, seed_base)) => {
+                    let (b, lb, fb) = load_counting("POST", format!("{seed_base}/todos"), create_body, *conns, secs).await;
+                    seed_r.push(b);
+                    ratios.push(a / b);
+                    println!(
+                        "| {round} | {conns} | {a:.0} | {:.0} / {:.0} | {b:.0} | {:.0} / {:.0} | {:.2}× | {fa} / {fb} |",
+                        percentile(&la, 0.5),
+                        percentile(&la, 0.99),
+                        percentile(&lb, 0.5),
+                        percentile(&lb, 0.99),
+                        a / b
+                    );
+                }
+                None => println!(
+                    "| {round} | {conns} | {a:.0} | {:.0} / {:.0} | – | – | – | {fa} / – |",
+                    percentile(&la, 0.5),
+                    percentile(&la, 0.99)
+                ),
+            }
+        }
+    }
+    println!("\nmedian (min–max) over the rounds:");
+    for (conns, ours_r, seed_r, ratios) in &summary {
+        if seed_r.is_empty() {
+            println!("- c={conns}: spindapr up {} req/s", spread(ours_r));
+        } else {
+            println!(
+                "- c={conns}: spindapr up {} req/s; seed {} req/s; ratio {:.2}× ({:.2}–{:.2})",
+                spread(ours_r),
+                spread(seed_r),
+                median(ratios.clone()),
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            );
+        }
+    }
+    drop(seed);
+    drop(ours);
+}
+
+/// Create rate as the store grows, list latency with 50,000 todos, and POST→subscriber.
+async fn bench_todo_growth(secs: u64) {
+    let (up, base) = start_up().await;
+    let c = client();
+    println!("\n## todo: create rate as todos accumulate (c=8, {secs} s each), server on CPU 0");
+    println!("| todos stored | POST /todos req/s | p50 / p99 µs | ratio to empty |");
+    println!("|---:|---:|---:|---:|");
+    load_counting("POST", format!("{base}/todos"), create_body, 2, 2).await;
+    let mut stored = 0u64;
+    let mut empty = f64::NAN;
+    for target in [0u64, 5_000, 50_000] {
+        if target > stored {
+            fill(&base, target - stored).await;
+            stored = target;
+        }
+        let (rps, l, failed) = load_counting("POST", format!("{base}/todos"), create_body, 8, secs).await;
+        assert_eq!(failed, 0);
+        stored += l.len() as u64;
+        if target == 0 {
+            empty = rps;
+        }
+        println!("| {target} | {rps:.0} | {:.0} / {:.0} | {:.2}× |", percentile(&l, 0.5), percentile(&l, 0.99), rps / empty);
+    }
+    // The list projection catches up (it is eventually consistent); then read pages.
+    let total_of = |b: &Bytes| serde_json::from_slice::<serde_json::Value>(b).unwrap()["counts"]["todo.created"].as_u64().unwrap_or(0);
+    let start = Instant::now();
+    let created = loop {
+        let n = total_of(&call(&c, "GET", &format!("{base}/activity"), Bytes::new()).await.1);
+        if n >= stored || start.elapsed() > Duration::from_secs(120) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "\n{stored} todos created; the subscriber had projected {created} of them {:.1} s after the last POST",
+        start.elapsed().as_secs_f64()
+    );
+    let (rps, l) = load("GET", format!("{base}/todos?limit=100"), |_| Bytes::new(), 1, secs).await;
+    println!(
+        "| GET /todos?limit=100 with {stored} stored | c=1 | {rps:.0} req/s | p50 {:.0} µs | p99 {:.0} µs |",
+        percentile(&l, 0.5),
+        percentile(&l, 0.99)
+    );
+    // A page deep in the list, through the cursor.
+    let (rps, l) = load("GET", format!("{base}/todos?limit=100&cursor=400.0"), |_| Bytes::new(), 1, secs).await;
+    println!(
+        "| GET /todos?limit=100&cursor=400.0 | c=1 | {rps:.0} req/s | p50 {:.0} µs | p99 {:.0} µs |",
+        percentile(&l, 0.5),
+        percentile(&l, 0.99)
+    );
+    // POST → the event in the subscriber's feed, one at a time.
     let total = |b: &Bytes| serde_json::from_slice::<serde_json::Value>(b).unwrap()["total"].as_u64().unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut seen = total(&call(&c, "GET", &format!("{base}/activity"), Bytes::new()).await.1);
     let mut lat = Vec::new();
-    for i in 0..200 {
+    for i in 0..500 {
         let t = Instant::now();
-        let (s, _) = call(&c, "POST", &format!("{base}/todos"), Bytes::from(format!(r#"{{"title":"e2e {i}"}}"#))).await;
+        let (s, _) = call(&c, "POST", &format!("{base}/todos"), create_body(9_000_000 + i)).await;
         assert_eq!(s, 201);
         loop {
             let now = total(&call(&c, "GET", &format!("{base}/activity"), Bytes::new()).await.1);
@@ -520,8 +718,24 @@ async fn bench_todo() {
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     lat.sort_by(|a, b| a.total_cmp(b));
-    println!("| POST → event in /activity | 1 | – | {:.0} | {:.0} |", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "| POST → event in /activity (500, one at a time) | c=1 | – | p50 {:.0} µs | p99 {:.0} µs |",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    // A read for scale.
+    let (s, b) = call(&c, "POST", &format!("{base}/todos"), create_body(0)).await;
+    assert_eq!(s, 201);
+    let id = serde_json::from_slice::<serde_json::Value>(&b).unwrap()["id"].as_str().unwrap().to_string();
+    let (rps, l) = load("GET", format!("{base}/todos/{id}"), |_| Bytes::new(), 2, secs).await;
+    println!("| GET /todos/:id | c=2 | {rps:.0} req/s | p50 {:.0} µs | p99 {:.0} µs |", percentile(&l, 0.5), percentile(&l, 0.99));
     drop(up);
+}
+
+async fn bench_todo() {
+    build_guests();
+    bench_todo_vs_seed(3, 5).await;
+    bench_todo_growth(5).await;
 }
 
 fn main() {

@@ -1,16 +1,10 @@
 //! spindapr: a Spin-compatible runtime for `spin.toml` HTTP apps on wasmtime, with an
-//! embedded Dapr-compatible sidecar. The binary (`src/main.rs`) only parses the command
-//! line; everything it runs lives in these modules.
+//! embedded Dapr-compatible sidecar. This crate is the command line: one module per
+//! command, wiring the host (`spindapr-host`) and the sidecar (`spindapr-dapr`)
+//! together; `src/main.rs` only parses arguments.
 
-pub mod build_cmd;
-pub mod dapr;
-pub mod engine;
-pub mod manifest;
-pub mod outbound;
+pub mod build;
+mod in_process;
 pub mod package;
-pub mod routes;
-pub mod runtime_config;
-pub mod server;
-pub mod trigger_http;
+pub mod sidecar;
 pub mod up;
-pub mod variables;

@@ -1,11 +1,12 @@
 //! The `spindapr` command line: parses arguments and hands off to the library.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use spindapr::{build_cmd, manifest, up};
+use spindapr::sidecar::{DaprArgs, SidecarArgs};
+use spindapr::{build, up};
+use spindapr_manifest as manifest;
 
 #[derive(Parser)]
 #[command(name = "spindapr", version, about = "Run Spin HTTP apps (spin.toml) on wasmtime, Spin 3.6-compatible", long_about = None)]
@@ -44,34 +45,6 @@ struct PackageArgs {
 }
 
 #[derive(clap::Args)]
-struct SidecarArgs {
-    /// The app id (source of published events, state key prefix).
-    #[arg(long = "app-id")]
-    app_id: String,
-    /// The app's HTTP port; subscriptions are read from it (GET /dapr/subscribe).
-    #[arg(long = "app-port")]
-    app_port: Option<u16>,
-    /// The app's protocol: only http is supported.
-    #[arg(long = "app-protocol", default_value = "http", value_parser = ["http"])]
-    app_protocol: String,
-    /// The host the app listens on.
-    #[arg(long = "app-channel-address", default_value = "127.0.0.1")]
-    app_channel_address: String,
-    /// The port of the Dapr HTTP API.
-    #[arg(long = "dapr-http-port", default_value_t = 3500)]
-    dapr_http_port: u16,
-    /// A folder (or file) of Component, Subscription and Resiliency YAML. Repeatable.
-    #[arg(long = "resources-path")]
-    resources_path: Vec<PathBuf>,
-    /// Require this token in `dapr-api-token` on every API call but health.
-    #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true)]
-    dapr_api_token: Option<String>,
-    /// Send this token as `dapr-api-token` on every call to the app.
-    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true)]
-    app_api_token: Option<String>,
-}
-
-#[derive(clap::Args)]
 struct UpArgs {
     /// The app's spin.toml, or a folder holding one.
     #[arg(short = 'f', long = "from", default_value = "spin.toml")]
@@ -79,23 +52,26 @@ struct UpArgs {
     /// Build the components before serving.
     #[arg(long)]
     build: bool,
-    /// The address to serve on.
+    /// The address to serve on, HOST:PORT (a host name is resolved, as Spin does).
     #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
-    listen: SocketAddr,
+    listen: String,
     /// Spin runtime config file (variables providers, outbound_http, ...).
     #[arg(long = "runtime-config-file")]
     runtime_config_file: Option<PathBuf>,
-    /// Set an application variable, NAME=VALUE; wins over every provider. Repeatable.
-    #[arg(long = "variable", value_parser = parse_kv)]
-    variables: Vec<(String, String)>,
+    /// Set application variables; win over every provider. Repeatable. NAME=VALUE,
+    /// NAME=@FILE (the value is the file's content), or @FILE.json / @FILE.toml (a table
+    /// of NAME = value).
+    #[arg(long = "variable", value_parser = parse_variable)]
+    variables: Vec<Vec<(String, String)>>,
     /// Set an environment variable for every component, NAME=VALUE. Repeatable.
     #[arg(short = 'e', long = "env", value_parser = parse_kv)]
     env: Vec<(String, String)>,
     /// Cap on each instance's linear memory, in bytes (e.g. 67108864 for 64 MiB).
     #[arg(long = "max-instance-memory")]
     max_instance_memory: Option<usize>,
-    /// Stop a request's instance after this long and answer 500 (e.g. 30s, 500ms).
-    #[arg(long = "request-timeout", value_parser = humantime::parse_duration)]
+    /// Stop a request's instance after this long and answer 500: seconds (30, 1.5) or a
+    /// duration (30s, 500ms).
+    #[arg(long = "request-timeout", value_parser = parse_timeout)]
     request_timeout: Option<Duration>,
     /// Allocate instances on demand instead of from the pooling allocator.
     #[arg(long = "disable-pooling")]
@@ -109,22 +85,12 @@ struct UpArgs {
     /// Do not start the embedded Dapr sidecar (use an external daprd instead).
     #[arg(long = "no-sidecar")]
     no_sidecar: bool,
-    /// Port of the embedded sidecar's Dapr HTTP API.
-    #[arg(long = "dapr-http-port", default_value_t = 3500)]
-    dapr_http_port: u16,
-    /// Dapr resources (Component, Subscription, Resiliency YAML) for the sidecar. Repeatable.
-    /// Without one, an in-memory `pubsub` and `statestore` are provided.
-    #[arg(long = "resources-path")]
-    resources_path: Vec<PathBuf>,
-    /// The Dapr app id (default: the manifest's application name).
-    #[arg(long = "app-id")]
-    app_id: Option<String>,
-    /// Require this token in `dapr-api-token` on every sidecar API call but health.
-    #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true)]
-    dapr_api_token: Option<String>,
-    /// The sidecar sends this token as `dapr-api-token` on every call to the app.
-    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true)]
-    app_api_token: Option<String>,
+    /// Send the components' calls to the embedded sidecar, and its deliveries to them,
+    /// over loopback TCP instead of in-process (as a separate daprd would see them).
+    #[arg(long = "no-in-process")]
+    no_in_process: bool,
+    #[command(flatten)]
+    dapr: DaprArgs,
 }
 
 #[derive(clap::Args)]
@@ -138,6 +104,48 @@ struct BuildArgs {
     /// Print nothing but errors.
     #[arg(short = 'q', long)]
     quiet: bool,
+}
+
+/// `--request-timeout`: bare seconds as Spin takes them, or a humantime duration.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(Duration::from_secs_f64(secs)),
+        Ok(_) => Err(format!("{s:?} is not a positive number of seconds")),
+        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{s:?} is neither seconds nor a duration like 30s: {e}")),
+    }
+}
+
+/// `--variable`: `NAME=VALUE`, `NAME=@file`, or `@file.json` / `@file.toml`.
+fn parse_variable(s: &str) -> Result<Vec<(String, String)>, String> {
+    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("--variable: cannot read {path}: {e}"));
+    if let Some(path) = s.strip_prefix('@') {
+        let text = read(path)?;
+        let table: Vec<(String, serde_json::Value)> = if path.ends_with(".json") {
+            let v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).map_err(|e| format!("--variable @{path}: not a JSON object of variables: {e}"))?;
+            v.into_iter().collect()
+        } else if path.ends_with(".toml") {
+            let v: toml::Table = toml::from_str(&text).map_err(|e| format!("--variable @{path}: not a TOML table of variables: {e}"))?;
+            let v = serde_json::to_value(v).map_err(|e| format!("--variable @{path}: {e}"))?;
+            v.as_object().map(|o| o.clone().into_iter().collect()).unwrap_or_default()
+        } else {
+            return Err(format!("--variable @{path}: a variables file must end in .json or .toml"));
+        };
+        return table
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => Ok((k, s)),
+                serde_json::Value::Number(n) => Ok((k, n.to_string())),
+                serde_json::Value::Bool(b) => Ok((k, b.to_string())),
+                other => Err(format!("--variable @{path}: {k} must be a string, number or boolean, not {other}")),
+            })
+            .collect();
+    }
+    let (k, v) = parse_kv(s)?;
+    match v.strip_prefix('@') {
+        Some(path) => Ok(vec![(k, read(path)?)]),
+        None => Ok(vec![(k, v)]),
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -156,7 +164,7 @@ fn main() -> anyhow::Result<()> {
         Command::Build(a) => {
             init_logging(a.quiet);
             let app = manifest::load(&manifest::resolve_manifest_path(&a.from))?;
-            build_cmd::build(&app, &a.component_id, a.quiet)
+            build::build(&app, &a.component_id, a.quiet)
         }
         Command::Up(a) => {
             init_logging(a.quiet);
@@ -165,20 +173,15 @@ fn main() -> anyhow::Result<()> {
                 build: a.build,
                 listen: a.listen,
                 runtime_config_file: a.runtime_config_file,
-                variables: a.variables,
+                variables: a.variables.into_iter().flatten().collect(),
                 env: a.env,
                 max_instance_memory: a.max_instance_memory,
                 request_timeout: a.request_timeout,
                 disable_pooling: a.disable_pooling,
                 cache_dir: a.cache_dir,
                 quiet: a.quiet,
-                sidecar: (!a.no_sidecar).then_some(up::SidecarOptions {
-                    app_id: a.app_id,
-                    http_port: a.dapr_http_port,
-                    resources_paths: a.resources_path,
-                    api_token: a.dapr_api_token,
-                    app_api_token: a.app_api_token,
-                }),
+                sidecar: (!a.no_sidecar).then_some(a.dapr),
+                in_process: !a.no_in_process,
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(up::run(opts))
         }
@@ -186,7 +189,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(true);
             let app = manifest::load(&manifest::resolve_manifest_path(&a.from))?;
             if a.build {
-                build_cmd::build(&app, &[], false)?;
+                build::build(&app, &[], false)?;
             }
             let p = spindapr::package::package(&app, &a.out, &a.reference)?;
             println!("Packaged {} ({} layers) into {} as {}", app.name, p.layers, a.out.display(), p.manifest_digest);
@@ -194,16 +197,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sidecar(a) => {
             init_logging(false);
-            let _ = a.app_protocol;
-            let cfg = spindapr::dapr::SidecarConfig {
-                app_id: a.app_id,
-                app_port: a.app_port,
-                app_host: a.app_channel_address,
-                resources_paths: a.resources_path,
-                api_token: a.dapr_api_token,
-                app_api_token: a.app_api_token,
-            };
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(up::run_sidecar(cfg, a.dapr_http_port))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(spindapr::sidecar::run(a))
         }
     }
 }

@@ -13,95 +13,38 @@ use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest,
     ImageManifestBuilder, MediaType, OciLayoutBuilder, Os, RootFsBuilder, Sha256Digest,
 };
-use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::manifest::{App, ComponentDef, HttpTriggerDef, RouteConfig, StaticResponse, TriggerTarget, Variable};
+use spindapr_manifest::App;
+use spindapr_manifest::locked::LockedApp;
 
+/// Media type of a layer holding a component's Wasm.
 pub const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
+/// Media type of the layer holding the locked app (JSON).
 pub const LOCKED_APP_LAYER: &str = "application/vnd.fermyon.spin.application.v1+config";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// What was written.
 #[derive(Debug)]
 pub struct Packaged {
+    /// The `sha256:` digest of the image manifest.
     pub manifest_digest: String,
+    /// How many layers the image has: the distinct Wasm blobs plus the locked app.
     pub layers: usize,
 }
 
-fn sha256(bytes: &[u8]) -> Sha256Digest {
+fn sha256(bytes: &[u8]) -> anyhow::Result<Sha256Digest> {
     let hex = hex::encode(sha2::Sha256::digest(bytes));
-    hex.parse().expect("a sha256 hex digest is valid")
+    hex.parse().context("a sha256 digest in hex")
 }
 
 /// Writes `bytes` as a blob and returns its descriptor.
 fn blob(out: &Path, media: MediaType, bytes: &[u8]) -> anyhow::Result<Descriptor> {
-    let digest = sha256(bytes);
+    let digest = sha256(bytes)?;
     let dir = out.join("blobs").join("sha256");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(digest.digest()), bytes)?;
     Ok(DescriptorBuilder::default().media_type(media).size(bytes.len() as u64).digest(digest).build()?)
-}
-
-/// The locked app: the manifest resolved, with each component's source replaced by the
-/// digest of its layer (the shape of Spin's locked app).
-fn locked_app(app: &App, digests: &IndexMap<String, String>) -> Value {
-    let variables: serde_json::Map<String, Value> = app
-        .variables
-        .iter()
-        .map(|(k, v)| {
-            let mut o = json!({ "secret": v.secret });
-            if let Some(d) = &v.default {
-                o["default"] = json!(d);
-            }
-            if let Some(d) = &v.description {
-                o["description"] = json!(d);
-            }
-            if v.required {
-                o["required"] = json!(true);
-            }
-            (k.clone(), o)
-        })
-        .collect();
-    let triggers: Vec<Value> = app
-        .http_triggers
-        .iter()
-        .map(|t| {
-            let route = match &t.route {
-                RouteConfig::Route(r) => json!(r),
-                RouteConfig::Private(_) => json!({ "private": true }),
-            };
-            let mut config = json!({ "route": route });
-            match &t.target {
-                TriggerTarget::Component(c) => config["component"] = json!(c),
-                TriggerTarget::Static(s) => {
-                    config["static_response"] = json!({ "status_code": s.status_code, "headers": s.headers, "body": s.body });
-                }
-            }
-            json!({ "id": t.id, "trigger_type": "http", "trigger_config": config })
-        })
-        .collect();
-    let components: Vec<Value> = app
-        .components
-        .values()
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "metadata": { "description": c.description, "allowed_outbound_hosts": c.allowed_outbound_hosts },
-                "source": { "content_type": "application/wasm", "content": { "digest": digests[&c.id] } },
-                "env": c.environment,
-                "config": c.variables,
-            })
-        })
-        .collect();
-    json!({
-        "spin_lock_version": 1,
-        "must_understand": [],
-        "metadata": { "name": app.name, "version": app.version, "description": app.description, "trigger": { "type": "http" } },
-        "variables": variables,
-        "triggers": triggers,
-        "components": components,
-    })
 }
 
 /// Writes `app` as an OCI image layout in `out` (created if missing), tagged `reference`.
@@ -118,7 +61,7 @@ pub fn package(app: &App, out: &Path, reference: &str) -> anyhow::Result<Package
             layers.push(d);
         }
     }
-    let locked = serde_json::to_vec_pretty(&locked_app(app, &digests))?;
+    let locked = serde_json::to_vec_pretty(&LockedApp::from_app(app, &digests)?)?;
     layers.push(blob(out, MediaType::Other(LOCKED_APP_LAYER.into()), &locked)?);
 
     let rootfs =
@@ -167,7 +110,7 @@ fn blob_path(layout: &Path, digest: &str) -> anyhow::Result<PathBuf> {
 fn read_blob(layout: &Path, d: &Descriptor) -> anyhow::Result<Vec<u8>> {
     let path = blob_path(layout, d.digest().as_ref())?;
     let bytes = std::fs::read(&path).with_context(|| format!("missing blob {}", path.display()))?;
-    if bytes.len() as u64 != d.size() || format!("sha256:{}", sha256(&bytes).digest()) != d.digest().to_string() {
+    if bytes.len() as u64 != d.size() || format!("sha256:{}", sha256(&bytes)?.digest()) != d.digest().to_string() {
         bail!("blob {} does not match its descriptor (size or digest)", d.digest());
     }
     Ok(bytes)
@@ -186,69 +129,11 @@ pub fn load_layout(layout: &Path) -> anyhow::Result<App> {
         .iter()
         .find(|l| l.media_type().to_string() == LOCKED_APP_LAYER)
         .with_context(|| format!("{}: no {LOCKED_APP_LAYER} layer: not a Spin app", layout.display()))?;
-    let locked: Value = serde_json::from_slice(&read_blob(&layout, locked)?)?;
+    let locked: LockedApp = serde_json::from_slice(&read_blob(&layout, locked)?)
+        .with_context(|| format!("{}: the locked app layer is not a Spin locked app this host reads", layout.display()))?;
     for l in manifest.layers() {
         read_blob(&layout, l)?;
     }
-    from_locked(&layout, &locked)
-}
-
-fn from_locked(layout: &Path, locked: &Value) -> anyhow::Result<App> {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let map = |v: &Value| -> IndexMap<String, String> {
-        v.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), s(v))).collect()).unwrap_or_default()
-    };
-    let mut variables = IndexMap::new();
-    for (k, v) in locked["variables"].as_object().into_iter().flatten() {
-        variables.insert(
-            k.clone(),
-            Variable {
-                description: v["description"].as_str().map(str::to_owned),
-                required: v["required"].as_bool().unwrap_or(false),
-                default: v["default"].as_str().map(str::to_owned),
-                secret: v["secret"].as_bool().unwrap_or(false),
-            },
-        );
-    }
-    let mut components = IndexMap::new();
-    for c in locked["components"].as_array().into_iter().flatten() {
-        let id = s(&c["id"]);
-        let digest = s(&c["source"]["content"]["digest"]);
-        components.insert(
-            id.clone(),
-            ComponentDef {
-                id: id.clone(),
-                description: s(&c["metadata"]["description"]),
-                source: blob_path(layout, &digest)?,
-                source_as_written: digest,
-                variables: map(&c["config"]),
-                environment: map(&c["env"]),
-                allowed_outbound_hosts: c["metadata"]["allowed_outbound_hosts"].as_array().into_iter().flatten().map(s).collect(),
-                build: None,
-            },
-        );
-    }
-    let mut http_triggers = Vec::new();
-    for t in locked["triggers"].as_array().into_iter().flatten() {
-        let cfg = &t["trigger_config"];
-        let route = match &cfg["route"] {
-            Value::String(r) => RouteConfig::Route(r.clone()),
-            _ => RouteConfig::Private(crate::manifest::schema::PrivateEndpoint { private: true }),
-        };
-        let target = match cfg["component"].as_str() {
-            Some(c) => TriggerTarget::Component(c.to_string()),
-            None => TriggerTarget::Static(serde_json::from_value::<StaticResponse>(cfg["static_response"].clone()).unwrap_or_default()),
-        };
-        http_triggers.push(HttpTriggerDef { id: s(&t["id"]), route, target });
-    }
-    Ok(App {
-        manifest_path: layout.join("index.json"),
-        base_dir: layout.to_path_buf(),
-        name: s(&locked["metadata"]["name"]),
-        version: s(&locked["metadata"]["version"]),
-        description: s(&locked["metadata"]["description"]),
-        variables,
-        components,
-        http_triggers,
-    })
+    let source_of = |digest: &str| blob_path(&layout, digest).map_err(|e| format!("{e:#}"));
+    Ok(locked.into_app(layout.join("index.json"), layout.clone(), source_of)?)
 }

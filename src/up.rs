@@ -1,5 +1,6 @@
-//! `up`: loads the manifest and runtime config, optionally builds, resolves variables,
-//! starts the HTTP trigger on the listen address and serves until SIGINT/SIGTERM.
+//! `up`: loads the manifest (or a packaged app) and the runtime config, optionally
+//! builds, resolves variables, starts the embedded sidecar next to the HTTP trigger and
+//! serves until SIGINT/SIGTERM, then drains.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,58 +9,82 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use spindapr_dapr::Sidecar;
+use spindapr_host::engine::{self, EngineOptions};
+use spindapr_host::outbound::LocalServices;
+use spindapr_host::runtime_config::RuntimeConfig;
+use spindapr_host::variables::{Provider, Resolver};
+use spindapr_host::{HttpRuntime, RuntimeOptions};
+use spindapr_manifest as manifest;
 
-use crate::dapr::{Sidecar, SidecarConfig};
-use crate::engine::EngineOptions;
-use crate::manifest;
-use crate::runtime_config::RuntimeConfig;
-use crate::trigger_http::{self, HttpRuntime, RuntimeOptions};
-use crate::variables::{Provider, Resolver};
+use crate::in_process::{RuntimeTransport, SidecarService};
+use crate::sidecar::{DaprArgs, shutdown_signal, spawn_subscriptions};
 
+/// What `up` was asked to do.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
+    /// The app's spin.toml, its folder, or a packaged OCI layout.
     pub from: PathBuf,
+    /// Build the components first.
     pub build: bool,
-    pub listen: SocketAddr,
+    /// Where to serve the app: `HOST:PORT`, the host resolved as Spin does.
+    pub listen: String,
+    /// Spin runtime config file.
     pub runtime_config_file: Option<PathBuf>,
+    /// `--variable` values.
     pub variables: Vec<(String, String)>,
+    /// `-e/--env` values.
     pub env: Vec<(String, String)>,
+    /// Cap on each instance's linear memory.
     pub max_instance_memory: Option<usize>,
+    /// Per-request deadline.
     pub request_timeout: Option<Duration>,
+    /// Allocate instances on demand instead of from the pool.
     pub disable_pooling: bool,
+    /// Compiled-code cache folder.
     pub cache_dir: Option<PathBuf>,
+    /// Print only the listen address and errors.
     pub quiet: bool,
     /// The embedded sidecar; `None` with `--no-sidecar` (an external daprd).
-    pub sidecar: Option<SidecarOptions>,
-}
-
-/// How `up` runs the embedded Dapr sidecar.
-#[derive(Debug, Clone)]
-pub struct SidecarOptions {
-    pub app_id: Option<String>,
-    pub http_port: u16,
-    pub resources_paths: Vec<PathBuf>,
-    pub api_token: Option<String>,
-    pub app_api_token: Option<String>,
+    pub sidecar: Option<DaprArgs>,
+    /// Calls between the components and the embedded sidecar stay in this process
+    /// (`false`: over loopback TCP, as with a separate daprd).
+    pub in_process: bool,
 }
 
 /// Everything needed to serve, prepared but not yet listening.
 pub struct Prepared {
+    /// The loaded app.
     pub runtime: Arc<HttpRuntime>,
+    /// The bound app listener.
     pub listener: tokio::net::TcpListener,
 }
 
-pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
-    // An OCI image layout written by `package` runs as it is; anything else is a spin.toml.
-    let app = if crate::package::is_layout(&o.from) {
+/// Loads the app: a packaged OCI layout as it is, else the spin.toml (built if asked).
+fn load_app(o: &UpOptions) -> anyhow::Result<manifest::App> {
+    if crate::package::is_layout(&o.from) {
         anyhow::ensure!(!o.build, "--build does not apply to a packaged app ({})", o.from.display());
-        crate::package::load_layout(&o.from)?
-    } else {
-        manifest::load(&manifest::resolve_manifest_path(&o.from))?
-    };
-    if o.build {
-        crate::build_cmd::build(&app, &[], o.quiet)?;
+        return crate::package::load_layout(&o.from);
     }
+    let app = manifest::load(&manifest::resolve_manifest_path(&o.from))?;
+    if o.build {
+        crate::build::build(&app, &[], o.quiet)?;
+    }
+    Ok(app)
+}
+
+/// Resolves `--listen` (a host name too, as Spin does) to the first address it names.
+async fn listen_addr(listen: &str) -> anyhow::Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("--listen {listen}: not an address; use HOST:PORT, e.g. 127.0.0.1:3000 or localhost:3000"))?;
+    addrs.next().with_context(|| format!("--listen {listen}: the host name resolves to no address"))
+}
+
+/// Compiles the app and binds its listener, without serving. `dapr_env` is the
+/// environment `dapr run` would give an app (it comes before the manifest's
+/// `environment` and `-e`, which win over it).
+pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, String)>) -> anyhow::Result<Prepared> {
     let rc = match &o.runtime_config_file {
         Some(p) => RuntimeConfig::load(p)?,
         None => RuntimeConfig::default(),
@@ -77,43 +102,76 @@ pub async fn prepare(o: &UpOptions) -> anyhow::Result<Prepared> {
     }
     let opts = RuntimeOptions {
         engine: EngineOptions { pooling: !o.disable_pooling, ..EngineOptions::default() },
-        cache_dir: o.cache_dir.clone().or_else(crate::engine::default_cache_dir),
+        cache_dir: o.cache_dir.clone().or_else(engine::default_cache_dir),
         request_timeout: o.request_timeout,
         max_instance_memory: o.max_instance_memory.or(rc.max_instance_memory),
+        base_env: dapr_env,
         env: o.env.clone(),
         outbound: rc.outbound(),
     };
+    let listen = listen_addr(&o.listen).await?;
     let runtime = tokio::task::block_in_place(|| HttpRuntime::new(app, &resolver, opts))?;
-    let listener = tokio::net::TcpListener::bind(o.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}: is another server using it? pick another with --listen", o.listen))?;
+        .with_context(|| format!("cannot listen on {listen}: is another server using it? pick another with --listen"))?;
     Ok(Prepared { runtime: Arc::new(runtime), listener })
 }
 
+/// daprd's default HTTP port: components written for daprd call it.
+const DAPRD_DEFAULT_PORT: u16 = 3500;
+
+/// Serves until SIGINT/SIGTERM.
 pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
-    let p = prepare(&o).await?;
+    let app = tokio::task::block_in_place(|| load_app(&o))?;
+    let app_dir = app.base_dir.clone();
+    let app_id = o.sidecar.as_ref().map(|d| d.app_id.clone().unwrap_or_else(|| app.name.clone()));
+    // The sidecar binds first, so the components are told its port (as `dapr run` tells
+    // its app) and can reach it as soon as they serve.
+    let sidecar_listener = match &o.sidecar {
+        Some(d) => Some(d.bind().await?),
+        None => None,
+    };
+    let dapr_port = sidecar_listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
+    let dapr_env = match (dapr_port, &app_id) {
+        (Some(port), Some(id)) => vec![
+            ("DAPR_HTTP_PORT".to_string(), port.to_string()),
+            ("DAPR_HTTP_ENDPOINT".to_string(), format!("http://127.0.0.1:{port}")),
+            ("APP_ID".to_string(), id.clone()),
+        ],
+        _ => Vec::new(),
+    };
+    let p = prepare(&o, app, dapr_env).await?;
     let addr = p.listener.local_addr()?;
     let base_url = format!("http://{addr}");
-    // The sidecar binds before the app serves, so components can reach it at once.
-    let sidecar = match &o.sidecar {
-        Some(s) => {
-            let cfg = SidecarConfig {
-                app_id: s.app_id.clone().unwrap_or_else(|| p.runtime.app().name.clone()),
-                app_port: Some(addr.port()),
-                app_host: app_host(addr),
-                resources_paths: s.resources_paths.clone(),
-                api_token: s.api_token.clone(),
-                app_api_token: s.app_api_token.clone(),
+    let sidecar = match (&o.sidecar, sidecar_listener, app_id, dapr_port) {
+        (Some(d), Some(listener), Some(app_id), Some(port)) => {
+            let (paths, origin) = d.resources(Some(&app_dir));
+            let mut cfg = d.config(app_id, Some(addr.port()), app_host(addr));
+            cfg.resources_paths = paths;
+            let sidecar = if o.in_process {
+                // Deliveries go straight into this process's router, never through a socket.
+                let sidecar = Sidecar::with_app_transport(cfg, Arc::new(RuntimeTransport(p.runtime.clone()))).await?;
+                // And the components' calls to the sidecar come straight to it: at its own
+                // port, and at daprd's default port, which components written for daprd use.
+                let service: Arc<SidecarService> = Arc::new(SidecarService(sidecar.clone()));
+                let mut local = LocalServices::default().loopback(port, service.clone());
+                if port != DAPRD_DEFAULT_PORT {
+                    local = local.loopback(DAPRD_DEFAULT_PORT, service);
+                }
+                if p.runtime.set_local_services(local).is_err() {
+                    anyhow::bail!("internal error: the runtime's local services were already set");
+                }
+                sidecar
+            } else {
+                Sidecar::new(cfg).await?
             };
-            let sidecar = Sidecar::new(cfg).await?;
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", s.http_port))
-                .await
-                .with_context(|| format!("the Dapr sidecar cannot listen on 127.0.0.1:{}: pick another with --dapr-http-port, or --no-sidecar to use an external daprd", s.http_port))?;
-            println!("Dapr sidecar http://{}", listener.local_addr()?);
+            if !o.quiet {
+                println!("Dapr resources: {origin}: {}", sidecar.component_summary().join(", "));
+            }
             Some((sidecar, listener))
         }
-        None => None,
+        _ => None,
     };
     println!("Serving {base_url}");
     if !o.quiet {
@@ -130,10 +188,15 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut discovery = None;
     if let Some((sidecar, listener)) = sidecar {
-        discovery = Some(spawn_subscriptions(sidecar.clone()));
+        discovery = Some(spawn_subscriptions(sidecar.clone(), o.quiet));
         tasks.spawn(sidecar.serve(listener, stopped(stop_rx.clone())));
     }
-    tasks.spawn(trigger_http::serve(p.runtime, p.listener, stopped(stop_rx.clone()), Duration::from_secs(10)));
+    let runtime = p.runtime.clone();
+    let app_stopped = stopped(stop_rx.clone());
+    tasks.spawn(async move {
+        spindapr_host::serve(runtime, p.listener, app_stopped, Duration::from_secs(10)).await;
+        Ok(())
+    });
     shutdown.await;
     // Discovery polls the app until it answers; once the app stops, it never would.
     if let Some(d) = discovery {
@@ -149,49 +212,4 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
 /// The address the sidecar calls the app on: loopback when the app listens on all interfaces.
 fn app_host(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() { "127.0.0.1".into() } else { addr.ip().to_string() }
-}
-
-/// `sidecar`: the sidecar alone, like `daprd`, for an app running elsewhere.
-pub async fn run_sidecar(cfg: SidecarConfig, http_port: u16) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal()?;
-    let sidecar = Sidecar::new(cfg).await?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{http_port}: pick another with --dapr-http-port"))?;
-    println!("Dapr sidecar http://{}", listener.local_addr()?);
-    spawn_subscriptions(sidecar.clone());
-    sidecar.serve(listener, shutdown).await
-}
-
-/// Reads the app's subscriptions in the background (it waits for the app to answer).
-fn spawn_subscriptions(sidecar: std::sync::Arc<Sidecar>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(e) = sidecar.start_subscriptions().await {
-            tracing::error!("the sidecar could not set up subscriptions: {e:#}");
-        }
-    })
-}
-
-/// Registers SIGINT and SIGTERM handlers now, and returns a future that resolves on
-/// either. Registering before anything is served matters: a signal that arrives before
-/// its handler exists would kill the process instead of draining it.
-pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
 }

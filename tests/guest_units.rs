@@ -1,5 +1,6 @@
 //! Runs the guest crates' native unit tests (validation, event building, the
 //! subscriber's decisions, the Dapr client's requests) as part of `cargo test`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 

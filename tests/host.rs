@@ -1,4 +1,5 @@
 //! The Spin-compatible host, driven over real HTTP with real spin-sdk 5.2 components.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 

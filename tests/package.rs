@@ -1,6 +1,7 @@
 //! OCI packaging round trip: `spindapr package` writes an image layout whose index,
 //! manifest, config and layers check out (digests, sizes, media types), and
 //! `up --from <layout>` serves the app from it.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
@@ -80,7 +81,7 @@ fn package_then_serve_from_the_layout() {
         .arg("--variable")
         .arg(format!("dapr_url=http://127.0.0.1:{dapr_port}"))
         .arg("--resources-path")
-        .arg(repo_root().join("runtime-config/dapr/in-memory"))
+        .arg(repo_root().join("runtime-config/dapr"))
         .start();
     wait_healthy(&host, Duration::from_secs(15));
     let a = send("POST", &host.url("/todos"), &[], r#"{"title":"from the OCI layout"}"#);

@@ -1,4 +1,5 @@
 //! The Dapr-compatible sidecar, driven over HTTP with a scripted test app.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The Todo system end to end: the real host, the embedded sidecar and the real
 //! todo-api / todo-events components, over HTTP, with the repo's spin.toml and
 //! runtime-config. Each scenario runs once per broker, swapping only the resources path.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
@@ -23,7 +24,13 @@ macro_rules! on_each_broker {
             fn in_memory() {
                 super::$name(&super::Broker::InMemory)
             }
-                        #[test]
+            /// The same scenario with the components and the sidecar talking over
+            /// loopback TCP instead of in-process: both paths must behave the same.
+            #[test]
+            fn in_memory_over_network() {
+                super::$name(&super::Broker::InMemoryOverNetwork)
+            }
+            #[test]
             fn redis() {
                 super::$name(&super::Broker::redis())
             }
@@ -40,7 +47,32 @@ on_each_broker!(
     concurrent_writers_keep_the_list_consistent_and_etags_conflict_once,
     retry_is_redelivered_then_dead_lettered,
     drop_dead_letters_and_duplicates_count_once,
+    the_list_pages_with_a_cursor_and_skips_deleted,
 );
+
+#[test]
+fn calls_between_components_and_the_embedded_sidecar_stay_in_process() {
+    let root = repo_root();
+    guest_wasm("todo-api");
+    let dapr_port = free_port().to_string();
+    let host = HostBuilder::new(&root.join("spin.toml"))
+        .env("RUST_LOG", "info,spindapr::in_process=debug")
+        .args(["--dapr-http-port", &dapr_port, "--variable", &format!("dapr_url=http://127.0.0.1:{dapr_port}")])
+        .arg("--resources-path")
+        .arg(root.join("runtime-config/dapr"))
+        .start();
+    wait_healthy(&host, WAIT);
+    // The components call the sidecar at its network address; the host answers in-process.
+    let a = post(&host, "/todos", r#"{"title":"in-process"}"#);
+    assert_eq!(a.status, 201, "{}", a.body);
+    wait_activity(&host, |a| a["total"] == 1);
+    let logs = host.logs();
+    assert!(logs.contains("[todo-api] POST /v1.0/state/statestore/transaction served in-process"), "{logs}");
+    assert!(logs.contains("[todo-events] POST /v1.0/state/activitystore/transaction served in-process"), "{logs}");
+    // And the sidecar reached the app without a socket: discovery and the delivery.
+    assert!(logs.contains("[sidecar] GET /dapr/subscribe served in-process"), "{logs}");
+    assert!(logs.contains("[sidecar] POST /events/todo served in-process"), "{logs}");
+}
 
 /// Starts `up` on the repo's spin.toml with the broker's resources.
 fn start(broker: &Broker, extra: &[&str]) -> Host {
@@ -56,7 +88,7 @@ fn start(broker: &Broker, extra: &[&str]) -> Host {
         .arg(broker.resources())
         .arg("--runtime-config-file")
         .arg(root.join("runtime-config/runtime-config.toml"));
-    for a in extra {
+    for a in extra.iter().chain(broker.extra_args()) {
         b = b.arg(a);
     }
     let host = b.start();
@@ -85,6 +117,28 @@ fn wait_activity(host: &Host, pred: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// `GET /todos` with `query`: the todos and the next cursor.
+fn list(host: &Host, query: &str) -> (Vec<Value>, Option<String>) {
+    let a = get(&host.url(&format!("/todos{query}")));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    let todos = v["todos"].as_array().unwrap_or_else(|| panic!("no todos array: {v}")).clone();
+    (todos, v["next_cursor"].as_str().map(str::to_owned))
+}
+
+/// The list is projected from the events: wait until it shows `n` todos for `query`.
+fn wait_list(host: &Host, query: &str, n: usize) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let (todos, _) = list(host, query);
+        if todos.len() == n {
+            return todos;
+        }
+        assert!(start.elapsed() < WAIT, "the list never reached {n} todos (has {}):\n{}", todos.len(), host.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn crud_validation_and_events(broker: &Broker) {
     let host = start(broker, &[]);
     let a = post(&host, "/todos", r#"{"title":"  buy milk  "}"#);
@@ -99,9 +153,9 @@ fn crud_validation_and_events(broker: &Broker) {
 
     let a = get(&host.url(&format!("/todos/{id}")));
     assert_eq!((a.status, a.json()["title"].as_str()), (200, Some("buy milk")));
-    assert_eq!(get(&host.url("/todos")).json().as_array().unwrap().len(), 2);
-    assert_eq!(get(&host.url("/todos?completed=true")).json()[0]["title"], "walk dog");
-    assert_eq!(get(&host.url("/todos?completed=false")).json()[0]["title"], "buy milk");
+    assert_eq!(wait_list(&host, "", 2)[0]["title"], "buy milk", "creation order");
+    assert_eq!(wait_list(&host, "?completed=true", 1)[0]["title"], "walk dog");
+    assert_eq!(wait_list(&host, "?completed=false", 1)[0]["title"], "buy milk");
 
     let a = send("PATCH", &host.url(&format!("/todos/{id}")), &[("if-match", "\"1\"")], r#"{"completed":true}"#);
     assert_eq!((a.status, a.json()["completed"].as_bool(), a.header("etag")), (200, Some(true), Some("\"2\"")));
@@ -134,6 +188,10 @@ fn crud_validation_and_events(broker: &Broker) {
         ("PATCH", "/todos/nope", r#"{"completed":true}"#, 404, None),
         ("GET", "/todos/nope", "", 404, None),
         ("GET", "/todos?completed=maybe", "", 400, Some("completed")),
+        ("GET", "/todos?limit=0", "", 400, Some("limit")),
+        ("GET", "/todos?limit=99999999999999999999999", "", 400, Some("limit")),
+        ("GET", "/todos?cursor=../../etc", "", 400, Some("cursor")),
+        ("GET", "/todos?sort=desc", "", 400, Some("sort")),
         ("DELETE", "/todos", "", 405, None),
     ];
     for (method, path, body, status, field) in cases {
@@ -146,8 +204,8 @@ fn crud_validation_and_events(broker: &Broker) {
     let huge = format!(r#"{{"title":"{}"}}"#, "x".repeat(70 * 1024));
     assert_eq!(post(&host, "/todos", &huge).status, 413);
     // Nothing invalid was stored or published.
-    assert_eq!(get(&host.url("/todos")).json().as_array().unwrap().len(), 1);
     std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(list(&host, "").0.len(), 1);
     assert_eq!(activity(&host)["total"], 5);
 }
 
@@ -167,13 +225,12 @@ fn concurrent_writers_keep_the_list_consistent_and_etags_conflict_once(broker: &
     for c in creators {
         assert_eq!(c.join().unwrap(), 201);
     }
-    let list = get(&host.url("/todos")).json();
-    assert_eq!(list.as_array().unwrap().len(), 16, "{list}");
+    let list = wait_list(&host, "", 16);
     wait_activity(&host, |a| a["counts"]["todo.created"] == 16);
 
     // Two updates with the same ETag: exactly one wins, the other gets 412.
-    for round in 0..5 {
-        let id = list[round]["id"].as_str().unwrap().to_string();
+    for (round, todo) in list.iter().take(5).enumerate() {
+        let id = todo["id"].as_str().unwrap().to_string();
         let etag = get(&host.url(&format!("/todos/{id}"))).header("etag").unwrap().to_string();
         let racers: Vec<_> = (0..2)
             .map(|n| {
@@ -233,6 +290,47 @@ fn drop_dead_letters_and_duplicates_count_once(broker: &Broker) {
     assert_eq!((feed["total"].as_u64(), feed["counts"]["todo.created"].as_u64()), (Some(1), Some(1)), "{feed}");
 }
 
+fn the_list_pages_with_a_cursor_and_skips_deleted(broker: &Broker) {
+    let host = start(broker, &[]);
+    // Two and a half list pages (100 ids each), created one after another.
+    let ids: Vec<String> =
+        (0..250).map(|i| post(&host, "/todos", &format!(r#"{{"title":"n{i}"}}"#)).json()["id"].as_str().unwrap().to_string()).collect();
+    wait_list(&host, "?limit=1000", 250);
+    for gone in [&ids[0], &ids[99], &ids[100], &ids[249]] {
+        assert_eq!(send("DELETE", &host.url(&format!("/todos/{gone}")), &[], "").status, 204);
+    }
+    // Walk it 30 at a time: every live todo once, in creation order, then no cursor.
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("?limit=30&cursor={c}"),
+            None => "?limit=30".to_string(),
+        };
+        let (todos, next) = list(&host, &q);
+        assert!(todos.len() <= 30);
+        seen.extend(todos.iter().map(|t| t["id"].as_str().unwrap().to_string()));
+        pages += 1;
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+        assert!(pages < 20, "the cursor never ended");
+    }
+    let expected: Vec<String> = ids.iter().enumerate().filter(|(i, _)| ![0, 99, 100, 249].contains(i)).map(|(_, id)| id.clone()).collect();
+    if broker.delivers_in_order() {
+        assert_eq!(seen, expected, "in the order the events arrived: creation order");
+    } else {
+        // pubsub.redis delivers with concurrent workers: the list is in arrival order.
+        let (mut a, mut b) = (seen.clone(), expected.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "every live todo exactly once");
+    }
+    assert_eq!(pages, 9, "246 todos, 30 a page");
+    // The default limit is 100.
+    assert_eq!(list(&host, "").0.len(), 100);
+}
+
 #[test]
 fn declarative_subscription_matches_the_programmatic_one() {
     // What todo-events declares at GET /dapr/subscribe ...
@@ -242,7 +340,7 @@ fn declarative_subscription_matches_the_programmatic_one() {
     // ... equals what runtime-config/dapr/declarative declares.
     let root = repo_root();
     let path = root.join("runtime-config/dapr/declarative").display().to_string();
-    let in_memory = root.join("runtime-config/dapr/in-memory").display().to_string();
+    let in_memory = root.join("runtime-config/dapr").display().to_string();
     let sidecar = HostBuilder::sidecar(&["--app-id", "todo", "--resources-path", &in_memory, "--resources-path", &path]).start();
     let md = get(&sidecar.url("/v1.0/metadata")).json();
     let declared: Vec<Value> = md["subscriptions"]
@@ -259,4 +357,42 @@ fn declarative_subscription_matches_the_programmatic_one() {
         .collect();
     assert_eq!(Value::Array(declared), programmatic);
     assert!(md["subscriptions"].as_array().unwrap().iter().all(|s| s["type"] == "DECLARATIVE"));
+}
+
+#[test]
+fn two_replicas_on_one_redis_share_the_list_and_count_each_event_once() {
+    // As on Kubernetes: two replicas of the app (one app id, one consumer group) on one
+    // Redis, each with its own embedded sidecar.
+    let broker = Broker::redis();
+    let (a, b) = (start(&broker, &[]), start(&broker, &[]));
+    let creators: Vec<_> = [a.url("/todos"), b.url("/todos")]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(r, url)| {
+            (0..3).map(move |t| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|i| {
+                            let ans = send("POST", &url, &[], &format!(r#"{{"title":"r{r} t{t} #{i}"}}"#));
+                            assert_eq!(ans.status, 201, "{}", ans.body);
+                            ans.json()["id"].as_str().unwrap().to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+        })
+        .collect();
+    let mut ids: Vec<String> = creators.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    ids.sort();
+    // Each event went to one replica's subscriber, and counts once in the shared feed.
+    wait_activity(&a, |f| f["counts"]["todo.created"] == 120);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(activity(&b)["counts"]["todo.created"], 120, "no event counted twice");
+    // Both replicas list the same 120 todos, each once.
+    for host in [&a, &b] {
+        let mut listed: Vec<String> = wait_list(host, "?limit=1000", 120).iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, ids);
+    }
 }

@@ -1,5 +1,6 @@
 //! The CI/CD workflow is valid YAML and names only what exists here: the scripts and
 //! folders its steps use, the subcommands of this binary, and the jobs it depends on.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
@@ -41,5 +42,17 @@ fn workflow_is_valid_and_names_only_what_exists() {
     assert!(repo_root().join("deploy/overlays").join(overlay).join("kustomization.yaml").exists());
     // The test job runs the README's test command through .ci/run.
     let ci = std::fs::read_to_string(repo_root().join(".ci/run")).unwrap();
-    assert!(ci.lines().any(|l| l.trim() == "cargo test"), ".ci/run must call `cargo test`");
+    let [run, test] = readme_commands();
+    assert!(run.starts_with("cargo run --release -- up"), "README's first command serves the app: {run}");
+    assert!(ci.lines().any(|l| l.trim() == test), ".ci/run must call README's test command `{test}`");
+}
+
+/// The two commands of README's "Two commands" section, in order.
+fn readme_commands() -> [String; 2] {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = readme.split("## Two commands").nth(1).expect("README has a Two commands section");
+    let block = section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("a sh code block");
+    let commands: Vec<String> = block.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    assert_eq!(commands.len(), 2, "exactly two commands: {commands:?}");
+    [commands[0].clone(), commands[1].clone()]
 }

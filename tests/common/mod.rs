@@ -56,10 +56,14 @@ pub struct Host {
     /// The embedded sidecar's base URL, when one runs.
     pub dapr: Option<String>,
     pub stderr: Arc<Mutex<String>>,
+    /// Every line the process printed on stdout.
+    pub stdout: Arc<Mutex<String>>,
 }
 
 pub struct HostBuilder {
     cmd: Command,
+    /// Pass the arguments as given: no free ports chosen for the caller.
+    raw: bool,
 }
 
 impl HostBuilder {
@@ -68,11 +72,25 @@ impl HostBuilder {
         cmd.arg("up").arg("-f").arg(manifest).args(["--listen", "127.0.0.1:0"]);
         cmd.env("SPINDAPR_CACHE_DIR", test_cache_dir());
         cmd.env("RUST_LOG", "info");
-        Self { cmd }
+        Self { cmd, raw: false }
+    }
+
+    /// `spindapr up` with exactly `args` (no listen address or sidecar port added).
+    pub fn up_exactly(args: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindapr"));
+        cmd.arg("up").args(args);
+        cmd.env("SPINDAPR_CACHE_DIR", test_cache_dir());
+        cmd.env("RUST_LOG", "info");
+        Self { cmd, raw: true }
     }
 
     pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.arg(a);
+        self
+    }
+
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, a: impl IntoIterator<Item = S>) -> Self {
+        self.cmd.args(a);
         self
     }
 
@@ -91,7 +109,7 @@ impl HostBuilder {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindapr"));
         cmd.arg("sidecar").args(args);
         cmd.env("RUST_LOG", "info");
-        Self { cmd }
+        Self { cmd, raw: false }
     }
 
     pub fn start(self) -> Host {
@@ -101,7 +119,7 @@ impl HostBuilder {
     /// Starts the host; on failure returns its stderr.
     pub fn try_start(mut self) -> Result<Host, String> {
         // Parallel tests must not fight over the sidecar's default port 3500.
-        if !self.cmd.get_args().any(|a| a == "--dapr-http-port" || a == "--no-sidecar") {
+        if !self.raw && !self.cmd.get_args().any(|a| a == "--dapr-http-port" || a == "--no-sidecar") {
             self.cmd.args(["--dapr-http-port", "0"]);
         }
         let mut child = self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("spawn: {e}"))?;
@@ -120,9 +138,12 @@ impl HostBuilder {
         let stdout = child.stdout.take().expect("stdout");
         let is_sidecar = self.cmd.get_args().next().is_some_and(|a| a == "sidecar");
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = Arc::new(Mutex::new(String::new()));
+        let out_sink = printed.clone();
         std::thread::spawn(move || {
             let mut dapr = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out_sink.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(url) = line.strip_prefix("Dapr sidecar ") {
                     dapr = Some(url.trim().to_string());
                     if is_sidecar {
@@ -135,7 +156,7 @@ impl HostBuilder {
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok((base, dapr)) => Ok(Host { child, base, dapr, stderr }),
+            Ok((base, dapr)) => Ok(Host { child, base, dapr, stderr, stdout: printed }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -158,6 +179,11 @@ impl Host {
 
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// What the process printed on stdout so far.
+    pub fn printed(&self) -> String {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Waits until the host log contains `needle`.
@@ -299,6 +325,8 @@ pub fn app_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
 /// A broker for the end-to-end suites: the resources folder `up` is given.
 pub enum Broker {
     InMemory,
+    /// In-memory, with the components and the sidecar talking over loopback TCP.
+    InMemoryOverNetwork,
     /// Redis on 127.0.0.1:6379, in a database of its own, flushed before and after.
     Redis {
         dir: tempfile::TempDir,
@@ -336,9 +364,22 @@ impl Broker {
         Broker::Kafka { dir, broker }
     }
 
+    /// Whether the broker delivers a topic's events one at a time, in order.
+    pub fn delivers_in_order(&self) -> bool {
+        !matches!(self, Broker::Redis { .. })
+    }
+
+    /// Flags `up` needs for this broker beyond the resources path.
+    pub fn extra_args(&self) -> &'static [&'static str] {
+        match self {
+            Broker::InMemoryOverNetwork => &["--no-in-process"],
+            _ => &[],
+        }
+    }
+
     pub fn resources(&self) -> PathBuf {
         match self {
-            Broker::InMemory => repo_root().join("runtime-config/dapr/in-memory"),
+            Broker::InMemory | Broker::InMemoryOverNetwork => repo_root().join("runtime-config/dapr"),
             Broker::Redis { dir, .. } | Broker::Kafka { dir, .. } => dir.path().to_path_buf(),
         }
     }

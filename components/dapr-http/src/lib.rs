@@ -33,7 +33,7 @@ impl std::fmt::Display for DaprError {
 impl std::error::Error for DaprError {}
 
 impl DaprError {
-        /// An optimistic-concurrency conflict: an ETag mismatch on save or delete (409), or a
+    /// An optimistic-concurrency conflict: an ETag mismatch on save or delete (409), or a
     /// failed transaction. daprd reports a transaction's ETag conflict only as
     /// ERR_STATE_TRANSACTION, with a store-specific message (in-memory: "possible etag
     /// mismatch", Redis: "failed to set key"), so every failed transaction counts: callers
@@ -84,6 +84,29 @@ pub enum TxOp {
 }
 
 impl TxOp {
+    /// Creates `key` only if it does not exist (first-write without an ETag): the
+    /// transaction fails if it does. `ttl_seconds` lets the store expire it.
+    pub fn create(key: impl Into<String>, value: Value, ttl_seconds: Option<u64>) -> Self {
+        let metadata = ttl_seconds.map(|t| BTreeMap::from([("ttlInSeconds".to_string(), t.to_string())])).unwrap_or_default();
+        TxOp::Upsert { key: key.into(), value, etag: None, first_write: true, metadata }
+    }
+
+    /// Writes `key` over the version `etag` (or creates it when `etag` is `None`), failing
+    /// the transaction if it changed meanwhile.
+    pub fn write_guarded(key: impl Into<String>, value: Value, etag: Option<String>) -> Self {
+        TxOp::Upsert { key: key.into(), value, etag, first_write: true, metadata: BTreeMap::new() }
+    }
+
+    /// The outbox projection for `key`: the event the store's outbox publishes when the
+    /// transaction commits, instead of the stored value (sent as JSON).
+    pub fn outbox_event(key: impl Into<String>, event: Value) -> Self {
+        let metadata = BTreeMap::from([
+            ("outbox.projection".to_string(), "true".to_string()),
+            ("contentType".to_string(), "application/json".to_string()),
+        ]);
+        TxOp::Upsert { key: key.into(), value: event, etag: None, first_write: false, metadata }
+    }
+
     fn to_json(&self) -> Value {
         match self {
             TxOp::Upsert { key, value, etag, first_write, metadata } => {
@@ -147,7 +170,13 @@ impl Dapr {
         }
     }
 
-    async fn call(&self, method: Method, url: String, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>, Option<String>), DaprError> {
+    async fn call(
+        &self,
+        method: Method,
+        url: String,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>, Option<String>), DaprError> {
         let mut b = Request::builder();
         b.method(method).uri(url);
         if let Some(t) = &self.token {
@@ -168,7 +197,8 @@ impl Dapr {
     /// Publishes a JSON event; Dapr wraps it in a CloudEvent.
     pub async fn publish(&self, pubsub: &str, topic: &str, event: &Value) -> Result<(), DaprError> {
         let body = serde_json::to_vec(event).map_err(|e| DaprError::Protocol(e.to_string()))?;
-        let (status, body, _) = self.call(Method::Post, self.publish_url(pubsub, topic), &[("content-type", "application/json")], Some(body)).await?;
+        let (status, body, _) =
+            self.call(Method::Post, self.publish_url(pubsub, topic), &[("content-type", "application/json")], Some(body)).await?;
         expect_no_content(status, &body)
     }
 
@@ -194,11 +224,12 @@ impl Dapr {
             item["options"] = json!({ "concurrency": "first-write" });
         }
         let body = serde_json::to_vec(&json!([item])).map_err(|e| DaprError::Protocol(e.to_string()))?;
-        let (status, body, _) = self.call(Method::Post, self.state_url(store, None), &[("content-type", "application/json")], Some(body)).await?;
+        let (status, body, _) =
+            self.call(Method::Post, self.state_url(store, None), &[("content-type", "application/json")], Some(body)).await?;
         expect_no_content(status, &body)
     }
 
-            /// Reads several keys at once (`POST /v1.0/state/{store}/bulk`), in the order asked;
+    /// Reads several keys at once (`POST /v1.0/state/{store}/bulk`), in the order asked;
     /// `None` for a key that does not exist.
     pub async fn bulk_get(&self, store: &str, keys: &[String]) -> Result<Vec<(String, Option<Stored>)>, DaprError> {
         if keys.is_empty() {
@@ -218,13 +249,35 @@ impl Dapr {
     /// including Redis, where a write without an ETag may replace a concurrent one.
     pub async fn create_state(&self, store: &str, key: &str, value: &Value) -> Result<bool, DaprError> {
         let item = json!([{ "key": key, "value": value, "options": { "concurrency": "first-write" } }]);
-        let body = serde_json::to_vec(&item).map_err(|e| DaprError::Protocol(e.to_string()))?;
-        let (status, body, _) = self.call(Method::Post, self.state_url(store, None), &[("content-type", "application/json")], Some(body)).await?;
+        self.create_with(store, &item).await
+    }
+
+    async fn create_with(&self, store: &str, item: &Value) -> Result<bool, DaprError> {
+        let body = serde_json::to_vec(item).map_err(|e| DaprError::Protocol(e.to_string()))?;
+        let (status, body, _) =
+            self.call(Method::Post, self.state_url(store, None), &[("content-type", "application/json")], Some(body)).await?;
         match expect_no_content(status, &body) {
             Ok(()) => Ok(true),
             Err(e) if e.is_etag_mismatch() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Reads `key`, creating it with `initial` first (first-write) when it is missing, so
+    /// every later write can be guarded by its ETag.
+    pub async fn get_or_create(&self, store: &str, key: &str, initial: &Value) -> Result<Stored, DaprError> {
+        if let Some(s) = self.get_state(store, key).await? {
+            return Ok(s);
+        }
+        self.create_state(store, key, initial).await?;
+        self.get_state(store, key).await?.ok_or_else(|| DaprError::Protocol(format!("state {key} vanished right after it was created")))
+    }
+
+    /// As [`Dapr::create_state`], with a TTL (`ttlInSeconds` metadata); `Ok(false)` when
+    /// the key already existed.
+    pub async fn create_state_with_ttl(&self, store: &str, key: &str, value: &Value, ttl_seconds: u64) -> Result<bool, DaprError> {
+        let item = json!([{ "key": key, "value": value, "options": { "concurrency": "first-write" }, "metadata": { "ttlInSeconds": ttl_seconds.to_string() } }]);
+        self.create_with(store, &item).await
     }
 
     /// Deletes one key; with `etag`, only that version.
@@ -240,6 +293,55 @@ impl Dapr {
         let url = format!("{}/transaction", self.state_url(store, None));
         let (status, body, _) = self.call(Method::Post, url, &[("content-type", "application/json")], Some(body)).await?;
         expect_no_content(status, &body)
+    }
+}
+
+/// The outcome of one optimistic attempt.
+pub enum Attempt<T> {
+    /// Done: stop with this value.
+    Done(T),
+    /// Someone else changed what was read: read again and retry.
+    Conflict(DaprError),
+}
+
+impl<T> Attempt<T> {
+    /// Maps the value of a done attempt.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Attempt<U> {
+        match self {
+            Attempt::Done(v) => Attempt::Done(f(v)),
+            Attempt::Conflict(e) => Attempt::Conflict(e),
+        }
+    }
+}
+
+/// Runs read-modify-write `attempt`s until one is done, at most `max` times. After `max`
+/// conflicts the last one is returned, so callers can answer 409 (or RETRY) with its text.
+pub async fn optimistic<T, E>(max: usize, mut attempt: impl AsyncFnMut() -> Result<Attempt<T>, E>) -> Result<T, Exhausted<E>> {
+    let mut last = None;
+    for _ in 0..max.max(1) {
+        match attempt().await.map_err(Exhausted::Failed)? {
+            Attempt::Done(v) => return Ok(v),
+            Attempt::Conflict(e) => last = Some(e),
+        }
+    }
+    Err(Exhausted::Conflicts(last.unwrap_or_else(|| DaprError::Protocol("no attempt was made".into()))))
+}
+
+/// Why [`optimistic`] gave up.
+#[derive(Debug)]
+pub enum Exhausted<E> {
+    /// An attempt failed with an error that retrying would not mend.
+    Failed(E),
+    /// Every attempt conflicted; the last conflict.
+    Conflicts(DaprError),
+}
+
+/// Classifies a write's result for [`optimistic`]: an ETag conflict is a [`Attempt::Conflict`].
+pub fn conflict_or<T>(r: Result<T, DaprError>) -> Result<Attempt<T>, DaprError> {
+    match r {
+        Ok(v) => Ok(Attempt::Done(v)),
+        Err(e) if e.is_etag_mismatch() => Ok(Attempt::Conflict(e)),
+        Err(e) => Err(e),
     }
 }
 
@@ -290,15 +392,21 @@ mod tests {
         assert!(!e.is_etag_mismatch());
         assert!(parse_error(409, br#"{"errorCode":"ERR_STATE_SAVE","message":"x"}"#).is_etag_mismatch());
         assert!(
-                        parse_error(500, br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: possible etag mismatch"}"#)
-                .is_etag_mismatch()
+            parse_error(
+                500,
+                br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: possible etag mismatch"}"#
+            )
+            .is_etag_mismatch()
         );
         assert!(parse_error(500, br#"{"errorCode":"ERR_STATE_TRANSACTION","message":"error while executing state transaction: failed to set key todo||todos"}"#).is_etag_mismatch());
         assert!(!parse_error(500, br#"{"errorCode":"ERR_STATE_SAVE","message":"connection refused"}"#).is_etag_mismatch());
-        assert_eq!(parse_error(502, b"bad gateway"), DaprError::Api { status: 502, error_code: String::new(), message: "bad gateway".into() });
+        assert_eq!(
+            parse_error(502, b"bad gateway"),
+            DaprError::Api { status: 502, error_code: String::new(), message: "bad gateway".into() }
+        );
     }
 
-        #[test]
+    #[test]
     fn bulk_answers_are_read_in_order() {
         let got = parse_bulk(br#"[{"key":"a","data":{"x":1},"etag":"3"},{"key":"b"}]"#).unwrap();
         assert_eq!(got[0], ("a".to_string(), Some(Stored { value: json!({"x": 1}), etag: Some("3".into()) })));

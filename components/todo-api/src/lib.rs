@@ -1,23 +1,21 @@
 //! The Todo API component: `POST/GET /todos`, `GET/PUT/PATCH/DELETE /todos/:id`.
-//! Todos persist in the Dapr state store; each change emits `todo.created`,
-//! `todo.updated`, `todo.completed` or `todo.deleted` through Dapr's transactional
-//! outbox. Names come from Spin variables; see spin.toml.
+//! Todos persist in the Dapr state store, one key each; each change commits with its
+//! event (`todo.created`, `todo.updated`, `todo.completed`, `todo.deleted`) through
+//! Dapr's transactional outbox. `GET /todos` reads the list pages the subscriber
+//! projects from those events, a page at a time. Names come from Spin variables.
 
 mod store;
 
 use dapr_http::Dapr;
-use todo_domain::todo::{self as model, ApiError, Change, Shape, Todo};
-use serde_json::Value;
-use spin_sdk::http::{Method, Request, Response};
+use serde_json::{Value, json};
+use spin_sdk::http::{Params, Request, Response, Router};
 use spin_sdk::http_component;
 use store::{Failure, Store};
+use todo_domain::list;
+use todo_domain::todo::{self as model, ApiError, Change, Shape, Todo};
 
 fn json_response(status: u16, body: &Value) -> Response {
     Response::builder().status(status).header("content-type", "application/json").body(body.to_string()).build()
-}
-
-fn error(e: &ApiError) -> Response {
-    json_response(e.status, &e.body())
 }
 
 fn todo_response(status: u16, todo: &Todo) -> Response {
@@ -39,91 +37,128 @@ fn variable(name: &str) -> Result<String, ApiError> {
 
 fn store() -> Result<Store, ApiError> {
     let token = variable("dapr_api_token")?;
-    Ok(Store { dapr: Dapr::new(variable("dapr_url")?, Some(token)), name: variable("state_store")? })
+    Ok(Store {
+        dapr: Dapr::new(variable("dapr_url")?, Some(token)),
+        name: variable("state_store")?,
+        list_store: variable("activity_store")?,
+    })
+}
+
+/// Answers a handler's result, logging server-side failures.
+fn answer(req_line: &str, r: Result<Response, Failure>) -> Response {
+    r.unwrap_or_else(|f| {
+        let e = f.to_api();
+        if e.status >= 500 {
+            eprintln!("todo-api: {req_line}: {}", e.message);
+        }
+        json_response(e.status, &e.body())
+    })
+}
+
+fn not_allowed(allowed: &'static str) -> impl Fn(Request, Params) -> Response {
+    move |_, _| {
+        let e = ApiError::new(405, "method_not_allowed", format!("use {allowed}"));
+        let mut r = json_response(405, &e.body());
+        r.set_header("allow", allowed.replace(" or ", ", "));
+        r
+    }
 }
 
 #[http_component]
 async fn handle(req: Request) -> Response {
-    let path = req.path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let result = match (req.method(), segments.as_slice()) {
-        (Method::Get, ["todos"]) => list(&req).await,
-        (Method::Post, ["todos"]) => create(&req).await,
-        (Method::Get, ["todos", id]) => read(id).await,
-        (Method::Put, ["todos", id]) => update(&req, id, Shape::Replace).await,
-        (Method::Patch, ["todos", id]) => update(&req, id, Shape::Patch).await,
-        (Method::Delete, ["todos", id]) => delete(&req, id).await,
-        (_, ["todos"]) => Err(Failure::Api(ApiError::new(405, "method_not_allowed", "use GET or POST on /todos"))),
-        (_, ["todos", _]) => Err(Failure::Api(ApiError::new(405, "method_not_allowed", "use GET, PUT, PATCH or DELETE on /todos/:id"))),
-        _ => Err(Failure::Api(ApiError::new(404, "not_found", format!("no route for {path}")))),
-    };
-    result.unwrap_or_else(|f| {
-        let e = f.to_api();
-        if e.status >= 500 {
-            eprintln!("todo-api: {} {}: {}", req.method(), path, e.message);
-        }
-        error(&e)
-    })
+    let mut router = Router::new();
+    router.get_async("/todos", |req: Request, _: Params| async move { list(&req).await });
+    router.post_async("/todos", |req: Request, _: Params| async move { create(&req).await });
+    router.get_async("/todos/:id", |_: Request, p: Params| async move { read(p.get("id").unwrap_or_default()).await });
+    router.put_async(
+        "/todos/:id",
+        |req: Request, p: Params| async move { update(&req, p.get("id").unwrap_or_default(), Shape::Replace).await },
+    );
+    router.patch_async(
+        "/todos/:id",
+        |req: Request, p: Params| async move { update(&req, p.get("id").unwrap_or_default(), Shape::Patch).await },
+    );
+    router.delete_async("/todos/:id", |req: Request, p: Params| async move { delete(&req, p.get("id").unwrap_or_default()).await });
+    router.any("/todos", not_allowed("GET or POST"));
+    router.any("/todos/:id", not_allowed("GET, PUT, PATCH or DELETE"));
+    router.any("/...", |req: Request, _: Params| {
+        json_response(404, &ApiError::new(404, "not_found", format!("no route for {}", req.path())).body())
+    });
+    router.handle_async(req).await
 }
 
 fn if_match(req: &Request) -> Option<String> {
     req.header("if-match").and_then(|v| v.as_str()).map(str::to_owned)
 }
 
-async fn list(req: &Request) -> Result<Response, Failure> {
-    let filter = model::parse_completed_filter(req.query())?;
-    let todos: Vec<Todo> = store()?.list().await?.into_iter().filter(|t| filter.is_none_or(|f| t.completed == f)).collect();
-    // Serialised from the struct (not a JSON map) so fields keep the order single todos have.
-    Ok(Response::builder().status(200).header("content-type", "application/json").body(serde_json::to_string(&todos).unwrap_or_default()).build())
-}
-
-async fn read(id: &str) -> Result<Response, Failure> {
-    let (todo, _) = store()?.get(id).await?.ok_or_else(|| ApiError::not_found(id))?;
-    Ok(todo_response(200, &todo))
-}
-
-async fn create(req: &Request) -> Result<Response, Failure> {
-    let change = model::parse_change(req.body(), Shape::Create)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let at = now();
-    let todo = Todo {
-        id: id.clone(),
-        title: change.title.clone().unwrap_or_default(),
-        completed: change.completed.unwrap_or(false),
-        created_at: at.clone(),
-        updated_at: at.clone(),
-        version: 1,
+async fn list(req: &Request) -> Response {
+    let result = async {
+        let q = list::parse_list_query(req.query())?;
+        let (todos, next) = store()?.list(&q).await?;
+        Ok(json_response(200, &json!({ "todos": todos, "next_cursor": next.map(|c| c.encode()) })))
     };
-    store()?.create(&todo, model::event(model::CREATED, &todo, &at)).await?;
-    println!("todo-api: created {id}");
-    let mut resp = todo_response(201, &todo);
-    resp.set_header("location", format!("/todos/{id}"));
-    Ok(resp)
+    answer("GET /todos", result.await)
 }
 
-async fn update(req: &Request, id: &str, shape: Shape) -> Result<Response, Failure> {
-    let change: Change = model::parse_change(req.body(), shape)?;
-    let expected = if_match(req);
-    let at = now();
-    let updated = store()?
-        .update(id, |todo| {
-            model::check_if_match(expected.as_deref(), todo)?;
-            Ok(model::apply(todo, &change, &at).map(|t| model::event(t, todo, &at)))
-        })
-        .await?;
-    println!("todo-api: updated {id}");
-    Ok(todo_response(200, &updated))
+async fn read(id: &str) -> Response {
+    let result = async {
+        let (todo, _) = store()?.get(id).await?.ok_or_else(|| ApiError::not_found(id))?;
+        Ok(todo_response(200, &todo))
+    };
+    answer("GET /todos/:id", result.await)
 }
 
-async fn delete(req: &Request, id: &str) -> Result<Response, Failure> {
-    let expected = if_match(req);
-    let at = now();
-    store()?
-        .delete(id, |todo| {
-            model::check_if_match(expected.as_deref(), todo)?;
-            Ok(model::event(model::DELETED, todo, &at))
-        })
-        .await?;
-    println!("todo-api: deleted {id}");
-    Ok(Response::builder().status(204).build())
+async fn create(req: &Request) -> Response {
+    let result = async {
+        let change = model::parse_change(req.body(), Shape::Create)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = now();
+        let todo = Todo {
+            id: id.clone(),
+            title: change.title.clone().unwrap_or_default(),
+            completed: change.completed.unwrap_or(false),
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            version: 1,
+        };
+        store()?.create(&todo, model::event(model::CREATED, &todo, &at)).await?;
+        println!("todo-api: created {id}");
+        let mut resp = todo_response(201, &todo);
+        resp.set_header("location", format!("/todos/{id}"));
+        Ok(resp)
+    };
+    answer("POST /todos", result.await)
+}
+
+async fn update(req: &Request, id: &str, shape: Shape) -> Response {
+    let result = async {
+        let change: Change = model::parse_change(req.body(), shape)?;
+        let expected = if_match(req);
+        let at = now();
+        let updated = store()?
+            .update(id, |todo| {
+                model::check_if_match(expected.as_deref(), todo)?;
+                Ok(model::apply(todo, &change, &at).map(|t| model::event(t, todo, &at)))
+            })
+            .await?;
+        println!("todo-api: updated {id}");
+        Ok(todo_response(200, &updated))
+    };
+    answer("PUT/PATCH /todos/:id", result.await)
+}
+
+async fn delete(req: &Request, id: &str) -> Response {
+    let result = async {
+        let expected = if_match(req);
+        let at = now();
+        store()?
+            .delete(id, |todo| {
+                model::check_if_match(expected.as_deref(), todo)?;
+                Ok(model::event(model::DELETED, todo, &at))
+            })
+            .await?;
+        println!("todo-api: deleted {id}");
+        Ok(Response::builder().status(204).build())
+    };
+    answer("DELETE /todos/:id", result.await)
 }

@@ -1,19 +1,16 @@
-//! Todos in the Dapr state store: each todo under its own key (`todo:<id>`), and the
-//! list's order in a small index of ids. Every change of a todo is one state
-//! transaction: the todo (guarded by its ETag) plus an outbox projection carrying the
-//! event, so a todo and its event commit together or not at all. A delete writes a
-//! tombstone (with a TTL) so its event travels the same way. The index is written
-//! before a create and after a delete, each guarded by its ETag: an id whose todo never
-//! committed, or is a tombstone, is skipped when listing, so the list never shows a
-//! half-written change.
+//! Todos in the Dapr state store, each under its own key (`todo:<id>`). Every change of
+//! a todo is one state transaction: the todo (guarded by its ETag, or create-only) plus
+//! an outbox projection carrying the event, so a todo and its event commit together or
+//! not at all, and no entry is shared between writers of different todos. A delete
+//! writes a tombstone (with a TTL) so its event travels the same way. The list is read
+//! from the pages the subscriber projects from the events (see `todo_domain::list`).
 
-use std::collections::BTreeMap;
-
-use dapr_http::{Dapr, DaprError, TxOp};
+use dapr_http::{Attempt, Dapr, DaprError, Exhausted, TxOp, conflict_or, optimistic};
 use serde_json::Value;
-use todo_domain::todo::{ApiError, Index, Stored, TOMBSTONE_TTL_SECONDS, Todo, todo_key};
+use todo_domain::feed::{FEED_KEY, Feed};
+use todo_domain::list::{self, Cursor, ListQuery, Page};
+use todo_domain::todo::{ApiError, Stored, TOMBSTONE_TTL_SECONDS, Todo, todo_key};
 
-pub const INDEX_KEY: &str = "todo-index";
 const MAX_ATTEMPTS: usize = 16;
 
 /// Why a request could not be served.
@@ -55,7 +52,10 @@ fn protocol(e: impl std::fmt::Display) -> DaprError {
 
 pub struct Store {
     pub dapr: Dapr,
+    /// Where todos live.
     pub name: String,
+    /// Where the subscriber keeps the list pages.
+    pub list_store: String,
 }
 
 impl Store {
@@ -70,116 +70,108 @@ impl Store {
         }
     }
 
-    /// Every live todo, in creation order.
-    pub async fn list(&self) -> Result<Vec<Todo>, DaprError> {
-        let (index, _) = self.index().await?;
-        let keys: Vec<String> = index.ids.iter().map(|id| todo_key(id)).collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for (_, stored) in self.dapr.bulk_get(&self.name, &keys).await? {
-            if let Some(s) = stored
-                && let Ok(Stored::Todo(t)) = serde_json::from_value::<Stored>(s.value)
-            {
-                out.push(t);
+    /// Up to `q.limit` live todos from `q.cursor` on, in list order, and where the next
+    /// page starts (`None` at the end of the list as it stands).
+    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<Todo>, Option<Cursor>), DaprError> {
+        // The feed holds the tail page and its number; earlier pages are keys of their own.
+        let feed: Feed = match self.dapr.get_state(&self.list_store, FEED_KEY).await? {
+            Some(s) => serde_json::from_value(s.value).map_err(|e| protocol(format!("the subscriber's feed is not valid: {e}")))?,
+            None => Feed::default(),
+        };
+        let mut at = q.cursor.unwrap_or_default();
+        let mut out = Vec::new();
+        for _ in 0..list::MAX_PAGES_PER_REQUEST {
+            let page = if at.page < feed.list_tail {
+                match self.dapr.get_state(&self.list_store, &list::page_key(at.page)).await? {
+                    Some(s) => serde_json::from_value(s.value).map_err(|e| protocol(format!("list page {} is not valid: {e}", at.page)))?,
+                    None => Page::default(),
+                }
+            } else if at.page == feed.list_tail {
+                Page { ids: feed.tail_ids.clone() }
+            } else {
+                return Ok((out, None));
+            };
+            while at.offset < page.ids.len() {
+                // Read only as many todos as could still fit.
+                let end = page.ids.len().min(at.offset + (q.limit - out.len()));
+                let keys: Vec<String> = page.ids[at.offset..end].iter().map(|id| todo_key(id)).collect();
+                for (_, s) in self.dapr.bulk_get(&self.name, &keys).await? {
+                    at.offset += 1;
+                    let live = s.and_then(|s| serde_json::from_value::<Stored>(s.value).ok()).and_then(Stored::live);
+                    if let Some(t) = live.filter(|t| q.completed.is_none_or(|c| t.completed == c)) {
+                        out.push(t);
+                        if out.len() == q.limit {
+                            return Ok((out, Some(at)));
+                        }
+                    }
+                }
             }
-        }
-        Ok(out)
-    }
-
-    /// The index and its ETag; created empty on first use so later writes carry an ETag.
-    async fn index(&self) -> Result<(Index, Option<String>), DaprError> {
-        let mut stored = self.dapr.get_state(&self.name, INDEX_KEY).await?;
-        if stored.is_none() {
-            let empty = serde_json::to_value(Index::default()).map_err(protocol)?;
-            self.dapr.create_state(&self.name, INDEX_KEY, &empty).await?;
-            stored = self.dapr.get_state(&self.name, INDEX_KEY).await?;
-        }
-        match stored {
-            None => Ok((Index::default(), None)),
-            Some(s) => Ok((serde_json::from_value(s.value).map_err(|e| protocol(format!("the todo index is not valid: {e}")))?, s.etag)),
-        }
-    }
-
-    /// Edits the index with optimistic concurrency.
-    async fn edit_index(&self, f: impl Fn(&mut Index)) -> Result<(), Failure> {
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut index, etag) = self.index().await?;
-            f(&mut index);
-            let value = serde_json::to_value(&index).map_err(protocol)?;
-            match self.dapr.save_state(&self.name, INDEX_KEY, &value, etag.as_deref()).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_etag_mismatch() => continue,
-                Err(e) => return Err(e.into()),
+            // The tail page: the list ends here, for now.
+            if at.page >= feed.list_tail {
+                return Ok((out, None));
             }
+            at = Cursor { page: at.page + 1, offset: 0 };
         }
-        Err(ApiError::new(409, "conflict", "the todo list kept changing under concurrent writers; try again").into())
+        Ok((out, Some(at)))
     }
 
     /// Writes a todo's entry and its event in one transaction.
     async fn commit(&self, id: &str, value: Value, etag: Option<String>, event: Value, ttl: Option<u64>) -> Result<(), DaprError> {
-        let mut metadata = BTreeMap::new();
-        if let Some(t) = ttl {
-            metadata.insert("ttlInSeconds".to_string(), t.to_string());
-        }
-        let projection = BTreeMap::from([("outbox.projection".to_string(), "true".to_string()), ("contentType".to_string(), "application/json".to_string())]);
         let key = todo_key(id);
-        let ops = [
-            TxOp::Upsert { key: key.clone(), value, etag, first_write: true, metadata },
-            TxOp::Upsert { key, value: event, etag: None, first_write: false, metadata: projection },
-        ];
-        self.dapr.transaction(&self.name, &ops).await
+        let entry = match (&etag, ttl) {
+            (None, _) => TxOp::create(key.clone(), value, ttl),
+            (Some(_), None) => TxOp::write_guarded(key.clone(), value, etag),
+            (Some(_), Some(t)) => {
+                let mut op = TxOp::write_guarded(key.clone(), value, etag);
+                if let TxOp::Upsert { metadata, .. } = &mut op {
+                    metadata.insert("ttlInSeconds".into(), t.to_string());
+                }
+                op
+            }
+        };
+        self.dapr.transaction(&self.name, &[entry, TxOp::outbox_event(key, event)]).await
     }
 
-    /// Creates a todo: listed first, then committed with its event.
+    /// Creates a todo: its entry (create-only) and its event, one transaction.
     pub async fn create(&self, todo: &Todo, event: Value) -> Result<(), Failure> {
-        self.edit_index(|i| i.ids.push(todo.id.clone())).await?;
         let value = serde_json::to_value(Stored::Todo(todo.clone())).map_err(protocol)?;
         self.commit(&todo.id, value, None, event, None).await?;
         Ok(())
     }
 
-    /// Read-modify-write of one todo: `f` returns the new todo and its event (`None`:
-    /// nothing changed), or the tombstone case for deletes.
+    /// Read-modify-write of one todo: `f` returns the event of the change (`None`:
+    /// nothing changed).
     pub async fn update(&self, id: &str, f: impl Fn(&mut Todo) -> Result<Option<Value>, ApiError>) -> Result<Todo, Failure> {
-        let mut last = None;
-        for _ in 0..MAX_ATTEMPTS {
+        optimistic(MAX_ATTEMPTS, async || {
             let (mut todo, etag) = self.get(id).await?.ok_or_else(|| ApiError::not_found(id))?;
             let Some(event) = f(&mut todo)? else {
-                return Ok(todo);
+                return Ok(Attempt::Done(todo));
             };
             let value = serde_json::to_value(Stored::Todo(todo.clone())).map_err(protocol)?;
-            match self.commit(id, value, etag, event, None).await {
-                Ok(()) => return Ok(todo),
-                Err(e) if e.is_etag_mismatch() => last = Some(e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(conflict(last))
+            Ok(conflict_or(self.commit(id, value, etag, event, None).await)?.map(|()| todo))
+        })
+        .await
+        .map_err(conflict)
     }
 
-    /// Deletes a todo: a tombstone committed with the event, then unlisted.
+    /// Deletes a todo: a tombstone committed with the event.
     pub async fn delete(&self, id: &str, check: impl Fn(&Todo) -> Result<Value, ApiError>) -> Result<(), Failure> {
-        let mut last = None;
-        for _ in 0..MAX_ATTEMPTS {
+        optimistic(MAX_ATTEMPTS, async || {
             let (todo, etag) = self.get(id).await?.ok_or_else(|| ApiError::not_found(id))?;
             let event = check(&todo)?;
             let tombstone = serde_json::to_value(Stored::Tombstone { deleted: true, id: id.to_string() }).map_err(protocol)?;
-            match self.commit(id, tombstone, etag, event, Some(TOMBSTONE_TTL_SECONDS)).await {
-                Ok(()) => {
-                    // Listing skips tombstones, so a failure here hides nothing.
-                    if let Err(e) = self.edit_index(|i| i.ids.retain(|x| x != id)).await {
-                        eprintln!("todo-api: {id} is deleted but still in the index: {:?}", e.to_api().message);
-                    }
-                    return Ok(());
-                }
-                Err(e) if e.is_etag_mismatch() => last = Some(e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(conflict(last))
+            Ok::<_, Failure>(conflict_or(self.commit(id, tombstone, etag, event, Some(TOMBSTONE_TTL_SECONDS)).await)?)
+        })
+        .await
+        .map_err(conflict)
     }
 }
 
-fn conflict(last: Option<DaprError>) -> Failure {
-    let why = last.map(|e| e.to_string()).unwrap_or_default();
-    ApiError::new(409, "conflict", format!("the change kept conflicting with concurrent writers (last: {why}); try again")).into()
+fn conflict(e: Exhausted<Failure>) -> Failure {
+    match e {
+        Exhausted::Failed(f) => f,
+        Exhausted::Conflicts(last) => {
+            ApiError::new(409, "conflict", format!("the change kept conflicting with concurrent writers (last: {last}); try again")).into()
+        }
+    }
 }

@@ -1,16 +1,39 @@
 //! The subscriber's decisions and its activity feed, free of I/O: which CloudEvents are
 //! processed and which are dropped (and why), the feed of latest events and counts per
-//! type, and idempotency on the CloudEvent `id` so an at-least-once duplicate is not
-//! counted twice.
+//! type (a bounded entry, so recording an event costs the same at any volume), and the
+//! per-event marker keys that make an at-least-once duplicate count once.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::list::{PAGE_SIZE, Page};
 use crate::todo::EVENT_TYPES;
-const LATEST: usize = 50;
-const REMEMBERED_IDS: usize = 1000;
+const LATEST: usize = 20;
+/// Event ids whose effects are in the feed but whose marker may not be written yet.
+const RECENT: usize = 64;
+
+/// The state key of the subscriber's feed (which also holds the list's tail page).
+pub const FEED_KEY: &str = "activity";
+
+/// How long the subscriber remembers that it processed an event (broker redeliveries
+/// come within minutes; a day is ample).
+pub const SEEN_TTL_SECONDS: u64 = 24 * 3600;
+
+/// The marker key written, create-only, once an event's effects are in the feed: a later
+/// delivery of the same CloudEvent id finds it and changes nothing. (Between the feed
+/// write and the marker write, the feed's own `recent` ids cover the event: a Dapr state
+/// transaction is not all-or-nothing on every store — Redis applies the operations that
+/// pass — so effects and marker cannot rely on one.)
+pub fn seen_key(event_id: &str) -> String {
+    format!("seen:{event_id}")
+}
+
+/// The marker key of a dead-lettered event.
+pub fn dead_letter_seen_key(event_id: &str) -> String {
+    format!("seen-dlq:{event_id}")
+}
 
 /// What an event is about, once checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,41 +98,62 @@ pub struct Feed {
     pub latest: VecDeque<EventInfo>,
     pub dead_lettered: u64,
     pub dead_letters: VecDeque<DeadLetter>,
-    /// CloudEvent ids already counted (bounded).
-    pub seen: VecDeque<String>,
+    /// The number of the todo list's tail page (see `list`).
+    #[serde(default)]
+    pub list_tail: u64,
+    /// The ids on the tail page (at most `PAGE_SIZE`); earlier pages are their own keys.
+    #[serde(default)]
+    pub tail_ids: Vec<String>,
+    /// The latest event ids applied here (bounded), oldest first.
+    #[serde(default)]
+    pub recent: VecDeque<String>,
 }
 
 impl Feed {
-    /// Records an event; `false` when it was seen before (nothing changes).
-    pub fn record(&mut self, e: &EventInfo) -> bool {
-        if self.seen.contains(&e.event_id) {
-            return false;
+    /// Whether an event id's effects are already in this feed (its marker may lag).
+    pub fn applied(&self, event_id: &str) -> bool {
+        self.recent.iter().any(|r| r == event_id)
+    }
+
+    /// Remembers that an event id's effects are in this feed.
+    pub fn remember(&mut self, event_id: &str) {
+        self.recent.push_back(event_id.to_string());
+        while self.recent.len() > RECENT {
+            self.recent.pop_front();
         }
-        self.seen.push_back(e.event_id.clone());
-        while self.seen.len() > REMEMBERED_IDS {
-            self.seen.pop_front();
-        }
+    }
+
+    /// Appends a created todo's id to the list. When the tail page was full it is
+    /// returned, with its number, to be written as its own key *before* this feed (the
+    /// feed then moves on to the next page).
+    pub fn append_to_list(&mut self, todo_id: &str) -> Option<(u64, Page)> {
+        let flushed = if self.tail_ids.len() >= PAGE_SIZE {
+            let page = Page { ids: std::mem::take(&mut self.tail_ids) };
+            self.list_tail += 1;
+            Some((self.list_tail - 1, page))
+        } else {
+            None
+        };
+        self.tail_ids.push(todo_id.to_string());
+        flushed
+    }
+
+    /// Records an event (duplicates are kept out by the caller).
+    pub fn record(&mut self, e: &EventInfo) {
         *self.counts.entry(e.event_type.clone()).or_default() += 1;
         self.total += 1;
         self.latest.push_front(e.clone());
         self.latest.truncate(LATEST);
-        true
     }
 
-    /// Records a dead-lettered event; `false` when seen before.
-    pub fn record_dead_letter(&mut self, d: DeadLetter) -> bool {
-        let key = format!("dlq:{}", d.event_id);
-        if self.seen.contains(&key) {
-            return false;
-        }
-        self.seen.push_back(key);
+    /// Records a dead-lettered event.
+    pub fn record_dead_letter(&mut self, d: DeadLetter) {
         self.dead_lettered += 1;
         self.dead_letters.push_front(d);
         self.dead_letters.truncate(LATEST);
-        true
     }
 
-    /// The feed as served at GET /activity (without the idempotency bookkeeping).
+    /// The feed as served at GET /activity (without the list's bookkeeping).
     pub fn public(&self) -> Value {
         serde_json::json!({
             "total": self.total,
@@ -155,32 +199,46 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_counted_once() {
+    fn the_feed_counts_and_stays_bounded() {
         let mut f = Feed::default();
-        let e = EventInfo { event_id: "e1".into(), event_type: "todo.created".into(), todo_id: "t".into(), title: "x".into(), occurred_at: "".into() };
-        assert!(f.record(&e));
-        assert!(!f.record(&e));
-        assert_eq!((f.total, f.counts["todo.created"], f.latest.len()), (1, 1, 1));
-        let mut e2 = e.clone();
-        e2.event_id = "e2".into();
-        e2.event_type = "todo.completed".into();
-        assert!(f.record(&e2));
-        assert_eq!(f.latest[0].event_id, "e2", "newest first");
-        assert!(f.record_dead_letter(DeadLetter { event_id: "e9".into(), topic: "todo-events".into() }));
-        assert!(!f.record_dead_letter(DeadLetter { event_id: "e9".into(), topic: "todo-events".into() }));
+        for i in 0..(LATEST + 10) {
+            let e = EventInfo {
+                event_id: format!("e{i}"),
+                event_type: "todo.updated".into(),
+                todo_id: "t".into(),
+                title: String::new(),
+                occurred_at: String::new(),
+            };
+            f.record(&e);
+        }
+        assert_eq!(f.latest.len(), LATEST);
+        assert_eq!(f.latest[0].event_id, format!("e{}", LATEST + 9), "newest first");
+        assert_eq!((f.total, f.counts["todo.updated"]), ((LATEST + 10) as u64, (LATEST + 10) as u64));
+        f.record_dead_letter(DeadLetter { event_id: "e9".into(), topic: "todo-events".into() });
         assert_eq!(f.public()["dead_lettered"], 1);
-        assert!(f.public().get("seen").is_none());
+        assert!(f.public().get("list_tail").is_none() && f.public().get("recent").is_none());
+        assert_ne!(seen_key("a"), dead_letter_seen_key("a"));
     }
 
     #[test]
-    fn memory_of_ids_is_bounded() {
+    fn recent_ids_are_bounded() {
         let mut f = Feed::default();
-        for i in 0..(REMEMBERED_IDS + 10) {
-            let e = EventInfo { event_id: format!("e{i}"), event_type: "todo.updated".into(), todo_id: "t".into(), title: String::new(), occurred_at: String::new() };
-            f.record(&e);
+        for i in 0..(RECENT + 5) {
+            f.remember(&format!("e{i}"));
         }
-        assert_eq!(f.seen.len(), REMEMBERED_IDS);
-        assert_eq!(f.latest.len(), LATEST);
-        assert_eq!(f.total, (REMEMBERED_IDS + 10) as u64);
+        assert_eq!(f.recent.len(), RECENT);
+        assert!(!f.applied("e0") && f.applied(&format!("e{}", RECENT + 4)));
+    }
+
+    #[test]
+    fn the_list_tail_fills_then_is_flushed_as_a_page() {
+        let mut f = Feed::default();
+        for i in 0..PAGE_SIZE {
+            assert_eq!(f.append_to_list(&format!("t{i}")), None);
+        }
+        assert_eq!((f.list_tail, f.tail_ids.len()), (0, PAGE_SIZE));
+        let (n, page) = f.append_to_list("next").unwrap();
+        assert_eq!((n, page.ids.len(), page.ids[0].as_str()), (0, PAGE_SIZE, "t0"));
+        assert_eq!((f.list_tail, f.tail_ids.clone()), (1, vec!["next".to_string()]));
     }
 }

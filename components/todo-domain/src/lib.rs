@@ -3,4 +3,5 @@
 //! natively with `cargo test`.
 
 pub mod feed;
+pub mod list;
 pub mod todo;

@@ -43,13 +43,6 @@ impl Stored {
     }
 }
 
-/// The ids of all todos in creation order: the list's index, kept apart from the todos
-/// so a write touches one todo, not all of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Index {
-    pub ids: Vec<String>,
-}
-
 pub fn todo_key(id: &str) -> String {
     format!("todo:{id}")
 }
@@ -111,7 +104,8 @@ pub fn parse_change(body: &[u8], shape: Shape) -> Result<Change, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::new(413, "payload_too_large", format!("the body is {} bytes; the limit is {MAX_BODY}", body.len())));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not valid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return Err(ApiError::new(400, "malformed_json", "the body must be a JSON object"));
     };
@@ -166,21 +160,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// `?completed=` of GET /todos.
-pub fn parse_completed_filter(query: &str) -> Result<Option<bool>, ApiError> {
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == "completed" {
-            return match v {
-                "true" => Ok(Some(true)),
-                "false" => Ok(Some(false)),
-                _ => Err(ApiError::field("completed", format!("completed must be true or false, not {v:?}"))),
-            };
-        }
-    }
-    Ok(None)
 }
 
 /// Checks `If-Match` against a todo's ETag (`*` matches any).
@@ -239,7 +218,10 @@ mod tests {
 
     #[test]
     fn create_validation_names_the_field() {
-        assert_eq!(parse_change(br#"{"title":"  buy milk  "}"#, Shape::Create).unwrap(), Change { title: Some("buy milk".into()), completed: None });
+        assert_eq!(
+            parse_change(br#"{"title":"  buy milk  "}"#, Shape::Create).unwrap(),
+            Change { title: Some("buy milk".into()), completed: None }
+        );
         let cases: &[(&[u8], u16, Option<&str>)] = &[
             (b"{", 400, None),
             (b"[]", 400, None),
@@ -296,16 +278,12 @@ mod tests {
     }
 
     #[test]
-    fn if_match_and_filters() {
+    fn if_match() {
         let t = todo();
         assert!(check_if_match(None, &t).is_ok());
         assert!(check_if_match(Some("\"1\""), &t).is_ok());
         assert!(check_if_match(Some("W/\"1\""), &t).is_ok());
         assert!(check_if_match(Some("*"), &t).is_ok());
         assert_eq!(check_if_match(Some("\"2\""), &t).unwrap_err().status, 412);
-        assert_eq!(parse_completed_filter("completed=true").unwrap(), Some(true));
-        assert_eq!(parse_completed_filter("x=1&completed=false").unwrap(), Some(false));
-        assert_eq!(parse_completed_filter("").unwrap(), None);
-        assert_eq!(parse_completed_filter("completed=maybe").unwrap_err().field.as_deref(), Some("completed"));
     }
 }

@@ -2,17 +2,21 @@
 //! todo topic with a dead-letter topic, and a route for the dead-letter topic); each
 //! delivered CloudEvent is answered SUCCESS (processed, or a duplicate), DROP (malformed
 //! or unknown event type, with a log line saying why) or RETRY (its own state call
-//! failed). The activity feed lives in the Dapr state store and is served at
-//! `GET /activity`.
+//! failed). It keeps two projections of the events in its Dapr state store: the activity
+//! feed (`GET /activity`) and the todo list's pages that `GET /todos` reads. Each event's
+//! effects are applied exactly once (see `apply_once`), so a redelivery counts once.
 
-use dapr_http::{Dapr, DaprError};
-use todo_domain::feed::{self, Decision, Feed};
+use dapr_http::{Attempt, Dapr, DaprError, Exhausted, conflict_or, optimistic};
 use serde_json::{Value, json};
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{Params, Request, Response, Router};
 use spin_sdk::http_component;
+use todo_domain::feed::{self, Decision, EventInfo, FEED_KEY, Feed, SEEN_TTL_SECONDS};
+use todo_domain::list;
+use todo_domain::todo::CREATED;
 
-const FEED_KEY: &str = "activity";
-const MAX_ATTEMPTS: usize = 16;
+/// Attempts before answering RETRY; concurrent deliveries (several workers or replicas)
+/// contend on the feed entry.
+const MAX_ATTEMPTS: usize = 32;
 
 struct Config {
     dapr: Dapr,
@@ -23,32 +27,65 @@ struct Config {
 
 fn config() -> Result<Config, String> {
     let v = |n: &str| spin_sdk::variables::get(n).map_err(|e| format!("Spin variable {n}: {e:?}"));
-    Ok(Config { dapr: Dapr::new(v("dapr_url")?, Some(v("dapr_api_token")?)), pubsub: v("pubsub_name")?, topic: v("topic")?, store: v("activity_store")? })
+    Ok(Config {
+        dapr: Dapr::new(v("dapr_url")?, Some(v("dapr_api_token")?)),
+        pubsub: v("pubsub_name")?,
+        topic: v("topic")?,
+        store: v("activity_store")?,
+    })
 }
 
 fn json_response(status: u16, body: &Value) -> Response {
     Response::builder().status(status).header("content-type", "application/json").body(body.to_string()).build()
 }
 
+fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    json_response(status, &json!({"error": {"code": code, "message": message.into()}}))
+}
+
 #[http_component]
 async fn handle(req: Request) -> Response {
-    let cfg = match config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("todo-events: {e}");
-            return json_response(500, &json!({"error": {"code": "configuration", "message": e}}));
+    let mut router = Router::new();
+    router.get("/dapr/subscribe", |_: Request, _: Params| with_config(|cfg| json_response(200, &subscriptions(&cfg))));
+    router.post_async("/events/todo", |req: Request, _: Params| async move {
+        match config() {
+            Ok(cfg) => json_response(200, &on_event(&cfg, req.body()).await),
+            Err(e) => config_error(e),
         }
-    };
-    match (req.method(), req.path()) {
-        (Method::Get, "/dapr/subscribe") => json_response(200, &subscriptions(&cfg)),
-        (Method::Post, "/events/todo") => json_response(200, &on_event(&cfg, req.body()).await),
-        (Method::Post, "/events/dead-letter") => json_response(200, &on_dead_letter(&cfg, req.body()).await),
-        (Method::Get, "/activity") => match load(&cfg).await {
-            Ok((f, _)) => json_response(200, &f.public()),
-            Err(DaprError::Unreachable(m)) => json_response(503, &json!({"error": {"code": "dapr_unavailable", "message": m}})),
-            Err(e) => json_response(502, &json!({"error": {"code": "dapr_error", "message": e.to_string()}})),
-        },
-        (_, path) => json_response(404, &json!({"error": {"code": "not_found", "message": format!("no route for {path}")}})),
+    });
+    router.post_async("/events/dead-letter", |req: Request, _: Params| async move {
+        match config() {
+            Ok(cfg) => json_response(200, &on_dead_letter(&cfg, req.body()).await),
+            Err(e) => config_error(e),
+        }
+    });
+    router.get_async("/activity", |_: Request, _: Params| async move {
+        match config() {
+            Ok(cfg) => activity(&cfg).await,
+            Err(e) => config_error(e),
+        }
+    });
+    router.any("/...", |req: Request, _: Params| error(404, "not_found", format!("no route for {} {}", req.method(), req.path())));
+    router.handle_async(req).await
+}
+
+fn with_config(f: impl FnOnce(Config) -> Response) -> Response {
+    config().map(f).unwrap_or_else(config_error)
+}
+
+fn config_error(e: String) -> Response {
+    eprintln!("todo-events: {e}");
+    error(500, "configuration", e)
+}
+
+async fn activity(cfg: &Config) -> Response {
+    match cfg.dapr.get_state(&cfg.store, FEED_KEY).await {
+        Ok(s) => {
+            let feed: Feed = s.and_then(|s| serde_json::from_value(s.value).ok()).unwrap_or_default();
+            json_response(200, &feed.public())
+        }
+        Err(DaprError::Unreachable(m)) => error(503, "dapr_unavailable", m),
+        Err(e) => error(502, "dapr_error", e.to_string()),
     }
 }
 
@@ -61,35 +98,46 @@ fn subscriptions(cfg: &Config) -> Value {
     ])
 }
 
-async fn load(cfg: &Config) -> Result<(Feed, Option<String>), DaprError> {
-    let mut stored = cfg.dapr.get_state(&cfg.store, FEED_KEY).await?;
-    if stored.is_none() {
-        // Created once with first-write, so every later write is guarded by an ETag.
-        let empty = serde_json::to_value(Feed::default()).map_err(|e| DaprError::Protocol(e.to_string()))?;
-        cfg.dapr.create_state(&cfg.store, FEED_KEY, &empty).await?;
-        stored = cfg.dapr.get_state(&cfg.store, FEED_KEY).await?;
-    }
-    match stored {
-        None => Ok((Feed::default(), None)),
-        Some(s) => Ok((serde_json::from_value(s.value).unwrap_or_default(), s.etag)),
-    }
+fn to_value(v: &impl serde::Serialize) -> Result<Value, DaprError> {
+    serde_json::to_value(v).map_err(|e| DaprError::Protocol(e.to_string()))
 }
 
-/// Applies `f` to the feed with optimistic concurrency; `Ok(false)` when `f` changed nothing.
-async fn update(cfg: &Config, f: impl Fn(&mut Feed) -> bool) -> Result<bool, DaprError> {
-    for _ in 0..MAX_ATTEMPTS {
-        let (mut feed, etag) = load(cfg).await?;
-        if !f(&mut feed) {
-            return Ok(false);
-        }
-        let value = serde_json::to_value(&feed).map_err(|e| DaprError::Protocol(e.to_string()))?;
-        match cfg.dapr.save_state(&cfg.store, FEED_KEY, &value, etag.as_deref()).await {
-            Ok(()) => return Ok(true),
-            Err(e) if e.is_etag_mismatch() => continue,
-            Err(e) => return Err(e),
-        }
+/// Applies one event's effects exactly once: `Ok(false)` when they were applied before
+/// (a duplicate delivery). The effects go into the feed entry in one ETag-guarded write
+/// (a single key, so atomic on every store), together with the event id in the feed's
+/// `recent` ids; a full list page is written first, as its own key (same content on any
+/// retry); the create-only marker is written last and covers the event from then on.
+async fn apply_once(
+    cfg: &Config,
+    event_id: &str,
+    marker: String,
+    effects: impl Fn(&mut Feed) -> Option<EventInfo>,
+) -> Result<bool, Exhausted<DaprError>> {
+    if cfg.dapr.get_state(&cfg.store, &marker).await.map_err(Exhausted::Failed)?.is_some() {
+        return Ok(false);
     }
-    Err(DaprError::Protocol("the activity feed kept changing under us".into()))
+    let initial = to_value(&Feed::default()).map_err(Exhausted::Failed)?;
+    let applied = optimistic(MAX_ATTEMPTS, async || {
+        let stored = cfg.dapr.get_or_create(&cfg.store, FEED_KEY, &initial).await?;
+        let mut feed: Feed =
+            serde_json::from_value(stored.value).map_err(|e| DaprError::Protocol(format!("the activity feed is not valid: {e}")))?;
+        if feed.applied(event_id) {
+            return Ok(Attempt::Done(false));
+        }
+        if let Some(info) = effects(&mut feed).filter(|i| i.event_type == CREATED)
+            && let Some((n, page)) = feed.append_to_list(&info.todo_id)
+        {
+            cfg.dapr.save_state(&cfg.store, &list::page_key(n), &to_value(&page)?, None).await?;
+        }
+        feed.remember(event_id);
+        Ok(conflict_or(cfg.dapr.save_state(&cfg.store, FEED_KEY, &to_value(&feed)?, stored.etag.as_deref()).await)?.map(|()| true))
+    })
+    .await?;
+    // Best effort: until it is written, the feed's recent ids stand in for it.
+    if let Err(e) = cfg.dapr.create_state_with_ttl(&cfg.store, &marker, &json!(true), SEEN_TTL_SECONDS).await {
+        println!("todo-events: marker for event {event_id} not written ({e}); the feed's recent ids cover it");
+    }
+    Ok(applied)
 }
 
 async fn on_event(cfg: &Config, body: &[u8]) -> Value {
@@ -100,7 +148,12 @@ async fn on_event(cfg: &Config, body: &[u8]) -> Value {
             return feed::status("DROP");
         }
     };
-    match update(cfg, |f| f.record(&info)).await {
+    match apply_once(cfg, &info.event_id, feed::seen_key(&info.event_id), |f| {
+        f.record(&info);
+        Some(info.clone())
+    })
+    .await
+    {
         Ok(true) => {
             println!("todo-events: received {} for todo {} \"{}\" (event {})", info.event_type, info.todo_id, info.title, info.event_id);
             feed::status("SUCCESS")
@@ -110,7 +163,7 @@ async fn on_event(cfg: &Config, body: &[u8]) -> Value {
             feed::status("SUCCESS")
         }
         Err(e) => {
-            println!("todo-events: RETRY event {}: {e}", info.event_id);
+            println!("todo-events: RETRY event {}: {}", info.event_id, exhausted(&e));
             feed::status("RETRY")
         }
     }
@@ -123,11 +176,24 @@ async fn on_dead_letter(cfg: &Config, body: &[u8]) -> Value {
         topic: ce.get("topic").and_then(Value::as_str).unwrap_or("").to_string(),
     };
     println!("todo-events: dead-lettered event {} from topic {}", d.event_id, d.topic);
-    match update(cfg, |f| f.record_dead_letter(d.clone())).await {
+    let dlq_id = format!("dlq:{}", d.event_id);
+    match apply_once(cfg, &dlq_id, feed::dead_letter_seen_key(&d.event_id), |f| {
+        f.record_dead_letter(d.clone());
+        None
+    })
+    .await
+    {
         Ok(_) => feed::status("SUCCESS"),
         Err(e) => {
-            println!("todo-events: RETRY dead letter {}: {e}", d.event_id);
+            println!("todo-events: RETRY dead letter {}: {}", d.event_id, exhausted(&e));
             feed::status("RETRY")
         }
+    }
+}
+
+fn exhausted(e: &Exhausted<DaprError>) -> String {
+    match e {
+        Exhausted::Failed(e) => e.to_string(),
+        Exhausted::Conflicts(e) => format!("still conflicting after {MAX_ATTEMPTS} attempts: {e}"),
     }
 }

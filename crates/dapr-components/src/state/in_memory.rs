@@ -1,0 +1,147 @@
+//! `state.in-memory`: a map in the sidecar. ETags are fresh UUIDs per write; with
+//! first-write a write without an ETag to an existing key is a mismatch, and an ETag on
+//! a missing key is always a mismatch; TTLs expire entries; transactions are atomic.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tokio::sync::Mutex;
+
+use super::{Concurrency, DeleteRequest, Item, Operation, SetRequest, StateError, StateStore, ttl};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    data: bytes::Bytes,
+    etag: String,
+    expires: Option<Instant>,
+}
+
+/// The `state.in-memory` component: a map in this process.
+#[derive(Default)]
+pub struct InMemoryState {
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+fn live<'a>(map: &'a HashMap<String, Entry>, key: &str) -> Option<&'a Entry> {
+    map.get(key).filter(|e| e.expires.is_none_or(|t| t > Instant::now()))
+}
+
+fn check_etag(key: &str, current: Option<&Entry>, etag: &Option<String>, concurrency: &Concurrency) -> Result<(), StateError> {
+    match (current, etag) {
+        (Some(e), Some(t)) if &e.etag != t => {
+            Err(StateError::EtagMismatch(format!("state etag not match for key={key}: current={}, expect={t}", e.etag)))
+        }
+        (None, Some(_)) => Err(StateError::EtagMismatch(format!("state not exist or expired for key={key}"))),
+        (Some(_), None) if *concurrency == Concurrency::FirstWrite => {
+            Err(StateError::EtagMismatch("item already exists and no etag was passed".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateError> {
+    match op {
+        Operation::Upsert(r) => {
+            check_etag(&r.key, live(map, &r.key), &r.etag, &r.concurrency)?;
+            let expires = ttl(&r.metadata)?.map(|d| Instant::now() + d);
+            map.insert(r.key.clone(), Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires });
+        }
+        Operation::Delete(r) => {
+            let current = live(map, &r.key);
+            if current.is_none() && r.etag.is_none() {
+                return Ok(());
+            }
+            check_etag(&r.key, current, &r.etag, &r.concurrency)?;
+            map.remove(&r.key);
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl StateStore for InMemoryState {
+    async fn get(&self, key: &str) -> Result<Option<Item>, StateError> {
+        let map = self.map.lock().await;
+        Ok(live(&map, key).map(|e| Item { data: e.data.clone(), etag: Some(e.etag.clone()) }))
+    }
+
+    async fn set(&self, req: SetRequest) -> Result<(), StateError> {
+        apply(&mut *self.map.lock().await, &Operation::Upsert(req))
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), StateError> {
+        apply(&mut *self.map.lock().await, &Operation::Delete(req))
+    }
+
+    async fn multi(&self, ops: Vec<Operation>) -> Result<(), StateError> {
+        let mut map = self.map.lock().await;
+        // Apply to a copy; commit only when every operation succeeded.
+        let mut draft = map.clone();
+        for op in &ops {
+            apply(&mut draft, op)?;
+        }
+        *map = draft;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, v: &str, etag: Option<&str>, c: Concurrency) -> SetRequest {
+        SetRequest {
+            key: key.into(),
+            value: v.to_string().into(),
+            etag: etag.map(str::to_owned),
+            concurrency: c,
+            metadata: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn etags_and_concurrency() {
+        let s = InMemoryState::default();
+        s.set(set("k", "1", None, Concurrency::LastWrite)).await.unwrap();
+        let e1 = s.get("k").await.unwrap().unwrap().etag.unwrap();
+        assert!(matches!(s.set(set("k", "2", Some("wrong"), Concurrency::LastWrite)).await, Err(StateError::EtagMismatch(_))));
+        assert!(matches!(s.set(set("k", "2", None, Concurrency::FirstWrite)).await, Err(StateError::EtagMismatch(_))));
+        s.set(set("k", "2", Some(&e1), Concurrency::FirstWrite)).await.unwrap();
+        assert!(matches!(s.set(set("k", "3", Some(&e1), Concurrency::LastWrite)).await, Err(StateError::EtagMismatch(_))));
+        assert!(matches!(s.set(set("missing", "3", Some("x"), Concurrency::LastWrite)).await, Err(StateError::EtagMismatch(_))));
+        assert_eq!(s.get("k").await.unwrap().unwrap().data, "2");
+        s.delete(DeleteRequest { key: "absent".into(), etag: None, concurrency: Concurrency::LastWrite }).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn transactions_are_atomic() {
+        let s = InMemoryState::default();
+        s.set(set("a", "1", None, Concurrency::LastWrite)).await.unwrap();
+        let r = s
+            .multi(vec![
+                Operation::Upsert(set("b", "2", None, Concurrency::LastWrite)),
+                Operation::Upsert(set("a", "x", Some("bad"), Concurrency::LastWrite)),
+            ])
+            .await;
+        assert!(r.is_err());
+        assert!(s.get("b").await.unwrap().is_none(), "a failed transaction must leave nothing behind");
+        s.multi(vec![
+            Operation::Upsert(set("b", "2", None, Concurrency::LastWrite)),
+            Operation::Delete(DeleteRequest { key: "a".into(), etag: None, concurrency: Concurrency::LastWrite }),
+        ])
+        .await
+        .unwrap();
+        assert!(s.get("a").await.unwrap().is_none());
+        assert_eq!(s.get("b").await.unwrap().unwrap().data, "2");
+    }
+
+    #[tokio::test]
+    async fn ttl_expires_entries() {
+        let s = InMemoryState::default();
+        let mut r = set("t", "v", None, Concurrency::LastWrite);
+        r.metadata.insert("ttlInSeconds".into(), "0".into());
+        s.set(r).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(s.get("t").await.unwrap().is_none());
+    }
+}

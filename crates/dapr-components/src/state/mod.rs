@@ -1,0 +1,114 @@
+//! The state store contract, as Dapr's: get/set/delete with ETags and first-write or
+//! last-write concurrency, bulk get, and atomic multi-operation transactions.
+
+pub mod in_memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// How a write is checked against concurrent ones.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// A write to an existing key must carry its current ETag.
+    FirstWrite,
+    /// The latest write wins; an ETag, when sent, is still checked.
+    #[default]
+    LastWrite,
+}
+
+/// A stored value and its ETag.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The value's bytes as stored.
+    pub data: Bytes,
+    /// The value's current ETag, if the store keeps one for it.
+    pub etag: Option<String>,
+}
+
+/// A request to store one value.
+#[derive(Debug, Clone)]
+pub struct SetRequest {
+    /// The key to write.
+    pub key: String,
+    /// The bytes to store.
+    pub value: Bytes,
+    /// The ETag the stored value must still have, if given.
+    pub etag: Option<String>,
+    /// How the write is checked against concurrent ones.
+    pub concurrency: Concurrency,
+    /// Request metadata, e.g. `ttlInSeconds`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A request to delete one key.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    /// The key to delete.
+    pub key: String,
+    /// The ETag the stored value must still have, if given.
+    pub etag: Option<String>,
+    /// How the delete is checked against concurrent writes.
+    pub concurrency: Concurrency,
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// Store a value.
+    Upsert(SetRequest),
+    /// Delete a key.
+    Delete(DeleteRequest),
+}
+
+/// Why a state operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The ETag check failed (the API answers 409).
+    #[error("possible etag mismatch. error from state store: {0}")]
+    EtagMismatch(String),
+    /// The ETag is malformed for this store (the API answers 400).
+    #[error("invalid etag value: {0}")]
+    InvalidEtag(String),
+    /// Any other failure (the API answers 500).
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// A state store component.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// The value at `key`, or `None` if there is none.
+    async fn get(&self, key: &str) -> Result<Option<Item>, StateError>;
+    /// Stores a value, subject to its ETag and concurrency checks.
+    async fn set(&self, req: SetRequest) -> Result<(), StateError>;
+    /// Deletes a key, subject to its ETag and concurrency checks.
+    async fn delete(&self, req: DeleteRequest) -> Result<(), StateError>;
+    /// All operations or none.
+    async fn multi(&self, ops: Vec<Operation>) -> Result<(), StateError>;
+}
+
+/// Builds the state store for a component.
+pub async fn from_component(c: &crate::Component) -> anyhow::Result<Arc<dyn StateStore>> {
+    match c.type_.as_str() {
+        "state.in-memory" => Ok(Arc::new(in_memory::InMemoryState::default())),
+        #[cfg(feature = "redis")]
+        "state.redis" => Ok(Arc::new(redis::RedisState::new(c).await?)),
+        other => anyhow::bail!("component {}: unsupported state store type {other}", c.name),
+    }
+}
+
+/// `metadata.ttlInSeconds` of a request, if any.
+pub fn ttl(metadata: &BTreeMap<String, String>) -> Result<Option<std::time::Duration>, StateError> {
+    match metadata.get("ttlInSeconds") {
+        None => Ok(None),
+        Some(v) => {
+            let secs: i64 =
+                v.parse().map_err(|_| StateError::Other(anyhow::anyhow!("invalid ttlInSeconds {v:?}: expected a whole number")))?;
+            Ok((secs >= 0).then(|| std::time::Duration::from_secs(secs as u64)))
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The sidecar's channel to the app: `GET /dapr/subscribe` and event deliveries, with
+//! `dapr-app-id` and (when APP_API_TOKEN is set) `dapr-api-token` on every call. The
+//! request is built once here; an [`AppTransport`] carries it — over a pooled keep-alive
+//! HTTP client, or straight into the app's router when the app is served by this process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Why a call to the app got no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+/// Carries one request to the app and brings back its status and whole body.
+#[async_trait::async_trait]
+pub trait AppTransport: Send + Sync {
+    /// Sends `req` (absolute URI, `Host` set) and returns the app's status and body.
+    async fn send(&self, req: http::Request<Bytes>) -> Result<(u16, Bytes), TransportError>;
+}
+
+/// The network transport: a pooled keep-alive HTTP/1.1 client.
+pub struct HttpTransport {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        Self { client }
+    }
+}
+
+#[async_trait::async_trait]
+impl AppTransport for HttpTransport {
+    async fn send(&self, req: http::Request<Bytes>) -> Result<(u16, Bytes), TransportError> {
+        let resp = self.client.request(req.map(Full::new)).await.map_err(|e| TransportError(format!("{e:#}")))?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map_err(|e| TransportError(e.to_string()))?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// The app as the sidecar calls it.
+pub struct AppChannel {
+    transport: Arc<dyn AppTransport>,
+    authority: String,
+    app_id: String,
+    token: Option<String>,
+}
+
+impl AppChannel {
+    /// A channel to the app at `host:port`, carried by `transport`.
+    pub fn new(transport: Arc<dyn AppTransport>, host: &str, port: u16, app_id: &str, token: Option<String>) -> Self {
+        let authority = if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        Self { transport, authority, app_id: app_id.into(), token }
+    }
+
+    async fn call(&self, req: http::request::Builder, body: Bytes) -> Result<(u16, Bytes), TransportError> {
+        let mut req = req.header(http::header::HOST, &self.authority).header("dapr-app-id", &self.app_id);
+        if let Some(t) = &self.token {
+            req = req.header("dapr-api-token", t);
+        }
+        let req = req.body(body).map_err(|e| TransportError(format!("building the request to the app: {e}")))?;
+        self.transport.send(req).await
+    }
+
+    /// `GET /dapr/subscribe`.
+    pub async fn get_subscribe(&self) -> Result<(u16, Bytes), TransportError> {
+        self.call(http::Request::get(format!("http://{}/dapr/subscribe", self.authority)), Bytes::new()).await
+    }
+
+    /// Posts an event to `path` and returns the app's status and body.
+    pub async fn post_event(&self, path: &str, body: Bytes, headers: &[(String, String)]) -> Result<(u16, Bytes), TransportError> {
+        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        let mut req = http::Request::post(format!("http://{}{path}", self.authority))
+            .header("content-type", crate::cloudevents::CLOUDEVENT_CONTENT_TYPE);
+        for (k, v) in headers {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                req = req.header(k, v);
+            }
+        }
+        self.call(req, body).await
+    }
+}

@@ -1,0 +1,296 @@
+//! Delivering a message to the app as daprd does: pick the route (CEL rules over
+//! `{"event": <CloudEvent>}`, then the default), POST the exact envelope bytes as
+//! `application/cloudevents+json`, read the answer (SUCCESS / RETRY / DROP, 404, other
+//! statuses, connection errors), retry by the inbound Resiliency policy, and send what
+//! is dropped, unroutable, expired or out of retries to the dead-letter topic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::app_channel::{AppChannel, TransportError};
+use crate::resources::{RetryPolicy, Subscription};
+use spindapr_dapr_components::pubsub::{Message, PubSub};
+
+/// What the app's answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Retry(String),
+    Drop(String),
+}
+
+/// Reads an app answer the way daprd's HTTP channel does.
+pub fn interpret(status: u16, body: &[u8]) -> Outcome {
+    if (200..300).contains(&status) {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            status: Option<String>,
+        }
+        // An empty, non-JSON or wrongly typed body counts as success.
+        let Ok(Some(Answer { status: Some(s) })) = serde_json::from_slice::<Option<Answer>>(body) else {
+            return Outcome::Success;
+        };
+        return match s.as_str() {
+            "" | "SUCCESS" => Outcome::Success,
+            "RETRY" => Outcome::Retry("the app asked to retry the message".into()),
+            "DROP" => Outcome::Drop("the app asked to drop the message".into()),
+            other => Outcome::Retry(format!("unknown status returned from the app: {other:?}")),
+        };
+    }
+    if status == 404 {
+        return Outcome::Drop("the app answered 404 Not Found for the subscription route".into());
+    }
+    Outcome::Retry(format!("the app answered status {status}"))
+}
+
+/// A rule with its CEL program compiled once.
+pub struct CompiledRule {
+    program: Option<cel::Program>,
+    source: String,
+    path: String,
+}
+
+/// A subscription ready to route.
+pub struct Route {
+    pub sub: Subscription,
+    rules: Vec<CompiledRule>,
+}
+
+impl Route {
+    pub fn compile(sub: Subscription) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for r in &sub.rules {
+            let program = if r.match_.trim().is_empty() {
+                None
+            } else {
+                Some(
+                    cel::Program::compile(&r.match_)
+                        .map_err(|e| format!("invalid CEL expression {:?} in subscription {}/{}: {e}", r.match_, sub.pubsub, sub.topic))?,
+                )
+            };
+            rules.push(CompiledRule { program, source: r.match_.clone(), path: r.path.clone() });
+        }
+        Ok(Self { sub, rules })
+    }
+
+    /// The path for `event`: the first rule that matches, else the default; `Ok(None)`
+    /// when nothing matches. A non-boolean result or an evaluation error is an error.
+    pub fn path_for(&self, event: &Value) -> Result<Option<String>, String> {
+        // Built at the first CEL rule, shared by the rest.
+        let mut ctx: Option<cel::Context> = None;
+        for r in &self.rules {
+            let Some(program) = &r.program else {
+                return Ok(Some(r.path.clone()));
+            };
+            if ctx.is_none() {
+                let mut c = cel::Context::default();
+                c.add_variable_from_value("event", cel::to_value(event).map_err(|e| e.to_string())?);
+                ctx = Some(c);
+            }
+            let Some(ctx) = ctx.as_ref() else { continue };
+            match program.execute(ctx) {
+                Ok(cel::Value::Bool(true)) => return Ok(Some(r.path.clone())),
+                Ok(cel::Value::Bool(false)) => continue,
+                Ok(other) => {
+                    return Err(format!("the match expression {:?} returned {other:?}, not a boolean", r.source));
+                }
+                Err(e) => return Err(format!("evaluating {:?}: {e}", r.source)),
+            }
+        }
+        Ok(self.sub.default_path.clone())
+    }
+}
+
+/// Everything a subscription's handler needs.
+pub struct Delivery {
+    pub route: Route,
+    pub pubsub: Arc<dyn PubSub>,
+    pub app: Arc<AppChannel>,
+    pub retry: Option<RetryPolicy>,
+    /// Resiliency inbound timeout: an answer slower than this is a failed delivery.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Delivery {
+    /// Handles one message; `Err` hands the failure back to the broker.
+    pub async fn deliver(&self, msg: Message) -> anyhow::Result<()> {
+        let sub = &self.route.sub;
+        // The app gets the broker's exact bytes, or the envelope built around a raw payload.
+        let (event, body) = match serde_json::from_slice(&msg.data) {
+            Ok(v @ Value::Object(_)) => (v, msg.data.clone()),
+            _ if sub.metadata.get("rawPayload").is_some_and(|v| v == "true") => {
+                let e = raw_envelope(&msg, sub);
+                let b = Bytes::from(serde_json::to_vec(&e)?);
+                (e, b)
+            }
+            _ => {
+                tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, "error deserializing cloud event: the message is not a JSON object");
+                return self.fail(&msg, "the message is not a CloudEvent".into()).await;
+            }
+        };
+        if crate::cloudevents::is_expired(&event, chrono::Utc::now()) {
+            tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, id = ?event.get("id"), "dropping expired message");
+            return self.dead_letter(&msg, "expired").await;
+        }
+        let path = match self.route.path_for(&event) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, "no route matched the message; dropping it");
+                return self.dead_letter(&msg, "no matching route").await;
+            }
+            Err(e) => {
+                tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, "routing failed: {e}");
+                return self.fail(&msg, e).await;
+            }
+        };
+        // daprd adds `pubsubName` to the message metadata, and sends metadata as headers.
+        let mut headers: Vec<(String, String)> = vec![("pubsubname".into(), sub.pubsub.clone())];
+        for field in ["traceparent", "tracestate"] {
+            if let Some(v) = event.get(field).and_then(Value::as_str).filter(|v| !v.is_empty()) {
+                headers.push((field.into(), v.into()));
+            }
+        }
+        for (k, v) in &msg.metadata {
+            headers.push((k.clone(), v.clone()));
+        }
+        let mut attempt: u32 = 0;
+        loop {
+            let call = self.app.post_event(&path, body.clone(), &headers);
+            let answer = match self.timeout {
+                Some(t) => tokio::time::timeout(t, call)
+                    .await
+                    .unwrap_or_else(|_| Err(TransportError(format!("the app did not answer within {t:?}")))),
+                None => call.await,
+            };
+            let outcome = match answer {
+                Ok((status, answer)) => interpret(status, &answer),
+                Err(e) => Outcome::Retry(format!("delivering to the app failed: {e:#}")),
+            };
+            match outcome {
+                Outcome::Success => return Ok(()),
+                Outcome::Drop(why) => {
+                    tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
+                    return self.dead_letter(&msg, &why).await;
+                }
+                Outcome::Retry(why) => {
+                    let may_retry = self.retry.as_ref().is_some_and(|p| p.max_retries < 0 || i64::from(attempt) < p.max_retries);
+                    if !may_retry {
+                        tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, attempts = attempt + 1, "delivery failed: {why}");
+                        return self.fail(&msg, why).await;
+                    }
+                    let delay = self.retry.as_ref().map(|p| p.delay(attempt)).unwrap_or_default();
+                    tracing::debug!(pubsub = %sub.pubsub, topic = %msg.topic, "retrying in {delay:?}: {why}");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// A failure: to the dead-letter topic if there is one, else back to the broker.
+    async fn fail(&self, msg: &Message, why: String) -> anyhow::Result<()> {
+        if self.route.sub.dead_letter_topic.is_some() {
+            return self.dead_letter(msg, &why).await;
+        }
+        Err(anyhow::anyhow!(why))
+    }
+
+    async fn dead_letter(&self, msg: &Message, why: &str) -> anyhow::Result<()> {
+        let Some(dlq) = &self.route.sub.dead_letter_topic else {
+            return Ok(());
+        };
+        tracing::warn!(pubsub = %self.route.sub.pubsub, topic = %msg.topic, dead_letter_topic = %dlq, "sending the message to the dead-letter topic: {why}");
+        let m = Message { topic: dlq.clone(), data: msg.data.clone(), metadata: msg.metadata.clone() };
+        self.pubsub.publish(m).await
+    }
+}
+
+/// A raw (non-CloudEvent) payload wrapped as daprd does for `rawPayload` subscriptions.
+fn raw_envelope(msg: &Message, sub: &Subscription) -> Value {
+    use base64::Engine as _;
+    let mut m = BTreeMap::new();
+    m.insert("id".to_string(), Value::String(uuid::Uuid::new_v4().to_string()));
+    m.insert("specversion".to_string(), "1.0".into());
+    m.insert("source".to_string(), "".into());
+    m.insert("type".to_string(), "com.dapr.event.sent".into());
+    m.insert("datacontenttype".to_string(), "application/octet-stream".into());
+    m.insert("topic".to_string(), msg.topic.clone().into());
+    m.insert("pubsubname".to_string(), sub.pubsub.clone().into());
+    m.insert("data_base64".to_string(), base64::engine::general_purpose::STANDARD.encode(&msg.data).into());
+    Value::Object(m.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Rule;
+
+    #[test]
+    fn app_answers_are_read_like_daprd() {
+        let cases: &[(u16, &str, Outcome)] = &[
+            (200, "", Outcome::Success),
+            (200, "not json", Outcome::Success),
+            (200, "null", Outcome::Success),
+            (200, "{}", Outcome::Success),
+            (200, "\"\"", Outcome::Success),
+            (200, r#"{"status":5}"#, Outcome::Success),
+            (200, r#"{"status":""}"#, Outcome::Success),
+            (200, r#"{"status":"SUCCESS"}"#, Outcome::Success),
+            (204, "", Outcome::Success),
+        ];
+        for (status, body, want) in cases {
+            assert_eq!(&interpret(*status, body.as_bytes()), want, "{status} {body}");
+        }
+        assert!(matches!(interpret(200, br#"{"status":"RETRY"}"#), Outcome::Retry(_)));
+        assert!(matches!(interpret(200, br#"{"status":"DROP"}"#), Outcome::Drop(_)));
+        assert!(matches!(interpret(200, br#"{"status":"success"}"#), Outcome::Retry(_)), "statuses are case-sensitive");
+        assert!(matches!(interpret(404, b""), Outcome::Drop(_)));
+        assert!(matches!(interpret(500, b""), Outcome::Retry(_)));
+        assert!(matches!(interpret(503, br#"{"status":"SUCCESS"}"#), Outcome::Retry(_)));
+    }
+
+    fn route(rules: &[(&str, &str)], default: Option<&str>) -> Route {
+        let sub = Subscription::new(
+            "ps".into(),
+            "t".into(),
+            None,
+            Some(crate::resources::RoutesSpec {
+                rules: rules.iter().map(|(m, p)| Rule { match_: m.to_string(), path: p.to_string() }).collect(),
+                default: default.map(str::to_owned),
+            }),
+            Default::default(),
+            None,
+            false,
+        );
+        Route::compile(sub).unwrap()
+    }
+
+    #[test]
+    fn cel_rules_pick_routes_in_order() {
+        let r = route(&[(r#"event.type == "widget""#, "/widgets"), (r#"event.data.n > 5"#, "/big")], Some("/default"));
+        assert_eq!(r.path_for(&serde_json::json!({"type": "widget", "data": {"n": 1}})).unwrap().as_deref(), Some("/widgets"));
+        assert_eq!(r.path_for(&serde_json::json!({"type": "x", "data": {"n": 9}})).unwrap().as_deref(), Some("/big"));
+        assert_eq!(r.path_for(&serde_json::json!({"type": "x", "data": {"n": 1}})).unwrap().as_deref(), Some("/default"));
+        let r = route(&[(r#"event.type == "widget""#, "/widgets")], None);
+        assert_eq!(r.path_for(&serde_json::json!({"type": "x"})).unwrap(), None);
+        let r = route(&[("", "/always")], None);
+        assert_eq!(r.path_for(&serde_json::json!({})).unwrap().as_deref(), Some("/always"));
+        let r = route(&[(r#"event.type"#, "/not-bool")], None);
+        assert!(r.path_for(&serde_json::json!({"type": "x"})).is_err());
+        assert!(
+            Route::compile(Subscription::new(
+                "p".into(),
+                "t".into(),
+                None,
+                Some(crate::resources::RoutesSpec { rules: vec![Rule { match_: "event.(".into(), path: "/x".into() }], default: None }),
+                Default::default(),
+                None,
+                false
+            ))
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! The embedded Dapr-compatible sidecar: loads resources as daprd does, owns the
+//! pub/sub and state components, discovers the app's subscriptions once its port
+//! answers, delivers messages, and serves daprd's HTTP API (see `api`).
+
+mod api;
+pub mod app_channel;
+mod cloudevents;
+mod delivery;
+mod errors;
+pub mod resources;
+
+use spindapr_dapr_components::{pubsub, state};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::RwLock;
+
+use app_channel::{AppChannel, AppTransport, HttpTransport};
+use delivery::{Delivery, Route};
+use pubsub::PubSub;
+use resources::{Component, Resources, Subscription};
+use state::StateStore;
+
+/// The version `GET /v1.0/metadata` reports: the daprd release this sidecar follows.
+pub const RUNTIME_VERSION: &str = concat!("1.18.3-spindapr.", env!("CARGO_PKG_VERSION"));
+
+/// daprd's flags, as far as this sidecar honours them.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    /// The Dapr app id (event source, state key prefix).
+    pub app_id: String,
+    /// The app's HTTP port; without one there are no subscriptions.
+    pub app_port: Option<u16>,
+    /// The host the app listens on.
+    pub app_host: String,
+    /// `--resources-path` folders or files.
+    pub resources_paths: Vec<PathBuf>,
+    /// DAPR_API_TOKEN: required on every API call but health.
+    pub api_token: Option<String>,
+    /// APP_API_TOKEN: sent to the app on every call.
+    pub app_api_token: Option<String>,
+}
+
+/// A loaded state store and what the API needs to know about it.
+pub(crate) struct StateEntry {
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) component: Component,
+    /// (pubsub, topic) of the transactional outbox.
+    pub(crate) outbox: Option<(String, String)>,
+    /// Whether the "outbox projection on a store without an outbox" error was logged.
+    pub(crate) warned_no_outbox: AtomicBool,
+}
+
+/// The running sidecar: its components, the app's subscriptions, and readiness.
+pub struct Sidecar {
+    cfg: SidecarConfig,
+    resources: Resources,
+    pubsubs: HashMap<String, (Arc<dyn PubSub>, Component)>,
+    states: HashMap<String, StateEntry>,
+    subscriptions: RwLock<Vec<Subscription>>,
+    ready: AtomicBool,
+    app: Option<Arc<AppChannel>>,
+}
+
+impl Sidecar {
+    /// Loads resources and builds every component; with no resources path, an
+    /// in-memory `pubsub` and `statestore` (as `dapr init --slim` gives none, but the
+    /// local default here should work out of the box).
+    pub async fn new(cfg: SidecarConfig) -> anyhow::Result<Arc<Self>> {
+        Self::with_app_transport(cfg, Arc::new(HttpTransport::default())).await
+    }
+
+    /// As [`Sidecar::new`], reaching the app through `transport` (in-process when the app
+    /// is served by this process).
+    pub async fn with_app_transport(cfg: SidecarConfig, transport: Arc<dyn AppTransport>) -> anyhow::Result<Arc<Self>> {
+        let mut resources =
+            if cfg.resources_paths.is_empty() { Resources::default() } else { resources::load(&cfg.resources_paths, &cfg.app_id)? };
+        if cfg.resources_paths.is_empty() {
+            resources.components.push(Component::new("pubsub", "pubsub.in-memory"));
+            resources.components.push(Component::new("statestore", "state.in-memory"));
+        }
+        let mut pubsubs = HashMap::new();
+        let mut states = HashMap::new();
+        for c in &resources.components {
+            match c.kind() {
+                "pubsub" => {
+                    let ps = pubsub::from_component(c, &cfg.app_id)
+                        .await
+                        .with_context(|| format!("{}: initialising component {}", c.file.display(), c.name))?;
+                    pubsubs.insert(c.name.clone(), (ps, c.clone()));
+                }
+                "state" => {
+                    let outbox = match (c.meta("outboxPublishPubsub"), c.meta("outboxPublishTopic")) {
+                        (Some(p), Some(t)) if !p.is_empty() && !t.is_empty() => Some((p.to_string(), t.to_string())),
+                        (None, None) => None,
+                        _ => anyhow::bail!(
+                            "{}: state store {} sets only one of outboxPublishPubsub and outboxPublishTopic; set both",
+                            c.file.display(),
+                            c.name
+                        ),
+                    };
+                    let store = state::from_component(c)
+                        .await
+                        .with_context(|| format!("{}: initialising component {}", c.file.display(), c.name))?;
+                    states.insert(
+                        c.name.clone(),
+                        StateEntry { store, component: c.clone(), outbox, warned_no_outbox: AtomicBool::new(false) },
+                    );
+                }
+                _ => {}
+            }
+        }
+        for (name, s) in &states {
+            if let Some((p, _)) = &s.outbox
+                && !pubsubs.contains_key(p)
+            {
+                anyhow::bail!("{}: state store {name} publishes its outbox to pubsub {p}, which is not loaded", s.component.file.display());
+            }
+        }
+        let app =
+            cfg.app_port.map(|port| Arc::new(AppChannel::new(transport, &cfg.app_host, port, &cfg.app_id, cfg.app_api_token.clone())));
+        Ok(Arc::new(Self {
+            subscriptions: RwLock::new(resources.subscriptions.clone()),
+            ready: AtomicBool::new(app.is_none()),
+            cfg,
+            resources,
+            pubsubs,
+            states,
+            app,
+        }))
+    }
+
+    /// Waits for the app, reads its programmatic subscriptions, merges them with the
+    /// declarative ones and subscribes; then the sidecar reports healthy.
+    pub async fn start_subscriptions(self: &Arc<Self>) -> anyhow::Result<()> {
+        let Some(app) = self.app.clone() else {
+            return Ok(());
+        };
+        let programmatic = loop {
+            match app.get_subscribe().await {
+                Ok((200, body)) => {
+                    break parse_programmatic(&body).unwrap_or_else(|e| {
+                        tracing::error!("the app's /dapr/subscribe answer is not a subscription list: {e}");
+                        Vec::new()
+                    });
+                }
+                Ok((status, _)) => {
+                    tracing::info!("the app answered {status} to GET /dapr/subscribe: no programmatic subscriptions");
+                    break Vec::new();
+                }
+                Err(e) => {
+                    tracing::debug!("waiting for the app: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let mut subs = self.resources.subscriptions.clone();
+        for p in programmatic {
+            subs.retain(|d| !(d.pubsub == p.pubsub && d.topic == p.topic));
+            subs.push(p);
+        }
+        for s in &subs {
+            let Some((ps, _)) = self.pubsubs.get(&s.pubsub) else {
+                tracing::warn!("subscription to {}/{}: pubsub {} is not loaded; skipped", s.pubsub, s.topic, s.pubsub);
+                continue;
+            };
+            let route = Route::compile(s.clone()).map_err(anyhow::Error::msg)?;
+            let d = Arc::new(Delivery {
+                route,
+                pubsub: ps.clone(),
+                app: app.clone(),
+                retry: self.resources.inbound_retry(&s.pubsub),
+                timeout: self.resources.inbound_timeout(&s.pubsub),
+            });
+            let handler: pubsub::Handler = Arc::new(move |m| {
+                let d = d.clone();
+                Box::pin(async move { d.deliver(m).await })
+            });
+            ps.subscribe(&s.topic, handler).await.with_context(|| format!("subscribing to {}/{}", s.pubsub, s.topic))?;
+            tracing::info!(pubsub = %s.pubsub, topic = %s.topic, "app is subscribed to topic");
+        }
+        *self.subscriptions.write().await = subs;
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// One line per loaded component: `name (type)`.
+    pub fn component_summary(&self) -> Vec<String> {
+        self.resources.components.iter().map(|c| format!("{} ({})", c.name, c.type_)).collect()
+    }
+
+    /// One line per active subscription: `pubsub/topic → route`, with its dead-letter topic.
+    pub async fn subscription_summary(&self) -> Vec<String> {
+        self.subscriptions
+            .read()
+            .await
+            .iter()
+            .map(|s| {
+                let route = s.default_path.clone().or_else(|| s.rules.first().map(|r| r.path.clone())).unwrap_or_default();
+                let rules = if s.rules.is_empty() { String::new() } else { format!(" (+{} rules)", s.rules.len()) };
+                let dlq = s.dead_letter_topic.as_ref().map(|d| format!(", dead letters to {d}")).unwrap_or_default();
+                format!("{}/{} → {route}{rules}{dlq}", s.pubsub, s.topic)
+            })
+            .collect()
+    }
+
+    /// Whether the app's subscriptions are set up (what `/v1.0/healthz` reports).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Stops every pub/sub component's delivery.
+    pub async fn close(&self) {
+        for (ps, _) in self.pubsubs.values() {
+            ps.close().await;
+        }
+    }
+}
+
+/// The app's `GET /dapr/subscribe` answer, v1 (`route`) or v2 (`routes`).
+pub(crate) fn parse_programmatic(body: &[u8]) -> Result<Vec<Subscription>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Item {
+        pubsubname: String,
+        topic: String,
+        #[serde(default)]
+        route: Option<String>,
+        #[serde(default)]
+        routes: Option<resources::RoutesSpec>,
+        #[serde(default)]
+        metadata: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        dead_letter_topic: Option<String>,
+    }
+    let items: Vec<Item> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok(items
+        .into_iter()
+        .map(|i| Subscription::new(i.pubsubname, i.topic, i.route, i.routes, i.metadata.unwrap_or_default(), i.dead_letter_topic, false))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programmatic_v1_and_v2() {
+        let subs = parse_programmatic(
+            br#"[{"pubsubname":"p","topic":"a","route":"/a","deadLetterTopic":"a-dlq"},
+                 {"pubsubname":"p","topic":"b","routes":{"rules":[{"match":"event.type == \"x\"","path":"/x"}],"default":"/b"},"metadata":{"rawPayload":"true"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(subs[0].default_path.as_deref(), Some("/a"));
+        assert_eq!(subs[0].dead_letter_topic.as_deref(), Some("a-dlq"));
+        assert_eq!(subs[1].rules.len(), 1);
+        assert_eq!(subs[1].default_path.as_deref(), Some("/b"));
+        assert_eq!(subs[1].metadata.get("rawPayload").map(String::as_str), Some("true"));
+        assert!(parse_programmatic(b"{}").is_err());
+    }
+}

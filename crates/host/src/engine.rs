@@ -1,0 +1,150 @@
+//! The wasmtime engine as Spin configures it — component model, epoch interruption
+//! ticking every 10 ms, the pooling allocator sized for 1000 instances (falling back to
+//! on-demand allocation where the address space cannot be reserved) — and the on-disk
+//! cache of compiled components, so a second start does not recompile.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::Digest;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch ticker advances the engine's epoch.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+const MB: usize = 1 << 20;
+const GB: usize = 1 << 30;
+
+/// How to configure the wasmtime engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Use the pooling instance allocator when the address space can be reserved.
+    pub pooling: bool,
+    /// Instances the pooling allocator has room for at once.
+    pub max_instances: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { pooling: true, max_instances: 1000 }
+    }
+}
+
+/// Builds the engine and starts the epoch ticker thread (it stops with the process).
+pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if opts.pooling && pooling_is_possible() {
+        let n = opts.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_memories(n)
+            .total_tables(2 * n)
+            .total_stacks(n)
+            .total_core_instances(4 * n)
+            .max_component_instance_size(10 * MB)
+            .max_core_instance_size(10 * MB)
+            .max_core_instances_per_component(200)
+            .max_tables_per_component(64)
+            .max_memories_per_component(32)
+            .max_tables_per_module(2)
+            .max_memories_per_module(2)
+            // Memory use is capped per store by the limiter; the slot only bounds it.
+            .max_memory_size(4 * GB)
+            .linear_memory_keep_resident(2 * MB)
+            .table_keep_resident(MB / 2);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        tracing::debug!(instances = n, "pooling allocator enabled");
+    } else if opts.pooling {
+        tracing::warn!("the pooling allocator cannot reserve its address space here; using on-demand allocation");
+    }
+    let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+    let weak = engine.weak();
+    std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    })?;
+    Ok(engine)
+}
+
+/// Whether 1000 memory slots of address space can be reserved (not so under some
+/// `ulimit -v` settings): probe with one large memory reservation, as Spin does.
+fn pooling_is_possible() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        const BITS: u32 = 42;
+        let mut config = Config::new();
+        config.wasm_memory64(true);
+        config.memory_reservation(1 << BITS);
+        let Ok(engine) = Engine::new(&config) else {
+            return false;
+        };
+        let mut store = wasmtime::Store::new(&engine, ());
+        let ty = wasmtime::MemoryType::new64(0, Some(1 << (BITS - 16)));
+        wasmtime::Memory::new(&mut store, ty).is_ok()
+    })
+}
+
+/// The default cache folder: `$XDG_CACHE_HOME/spindapr` or `~/.cache/spindapr`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("SPINDAPR_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("spindapr")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("spindapr")))
+}
+
+/// Loads a component, from the compiled-code cache when the same bytes were compiled by
+/// a compatible engine before; otherwise compiles it and stores the result.
+pub fn load_component(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Component> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("cannot read component {}", wasm.display()))?;
+    let Some(cache_dir) = cache_dir else {
+        return compile(engine, &bytes, wasm);
+    };
+    let mut compat = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    let key = format!("{}-{:016x}.cwasm", hex::encode(sha2::Sha256::digest(&bytes)), compat.finish());
+    let cached = cache_dir.join(key);
+    if cached.exists() {
+        // SAFETY: the file was written by `Component::serialize` of an engine with the same
+        // compatibility hash (it is in the name), into our own cache folder.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(engine, &cached) } {
+            Ok(c) => {
+                tracing::debug!(path = %cached.display(), "component loaded from the compiled-code cache");
+                return Ok(c);
+            }
+            Err(e) => {
+                tracing::warn!(path = %cached.display(), "ignoring unusable cache entry: {e:#}")
+            }
+        }
+    }
+    let component = compile(engine, &bytes, wasm)?;
+    if let Err(e) = store(&component, cache_dir, &cached) {
+        tracing::warn!("could not write the compiled-code cache in {}: {e:#}", cache_dir.display());
+    }
+    Ok(component)
+}
+
+fn compile(engine: &Engine, bytes: &[u8], wasm: &Path) -> anyhow::Result<Component> {
+    let start = std::time::Instant::now();
+    let c = Component::from_binary(engine, bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{} is not a valid WebAssembly component", wasm.display()))?;
+    tracing::info!(path = %wasm.display(), elapsed_ms = start.elapsed().as_millis() as u64, "component compiled");
+    Ok(c)
+}
+
+fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, component.serialize()?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! The HTTP trigger: the inbound server (HTTP/1.1 and h2c), Spin's routing and
+//! well-known endpoints, static responses, and dispatch of each request to a fresh
+//! instance of a pre-instantiated component — with a per-request timeout (epoch
+//! interruption plus a deadline), a memory cap per instance, and in-process service
+//! chaining for `self` and `<id>.spin.internal` requests.
+
+mod headers;
+mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpView};
+
+use spindapr_manifest::allowed_hosts::{AllowList, chaining_target};
+use spindapr_manifest::{App, RouteConfig, StaticResponse, TriggerTarget};
+use state::{GuestLog, HostState};
+use wasmtime_wasi_http::WasiHttpHooks;
+
+use crate::engine::{self, EngineOptions};
+use crate::outbound::{LocalServices, Outbound, OutboundConfig, empty_body, full_body};
+use crate::routes::{RouteMatch, Router, WELL_KNOWN_PREFIX};
+use crate::variables::{ComponentVariables, Resolver};
+
+/// How the runtime runs components.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Engine settings (pooling, epochs).
+    pub engine: EngineOptions,
+    /// Where compiled components are cached; `None` compiles every start.
+    pub cache_dir: Option<PathBuf>,
+    /// A request's instance is stopped after this long (answer 500).
+    pub request_timeout: Option<Duration>,
+    /// Cap on each instance's linear memory, in bytes.
+    pub max_instance_memory: Option<usize>,
+    /// Environment every component gets first (e.g. what `dapr run` gives an app); the
+    /// manifest's `environment` and then `-e` override it.
+    pub base_env: Vec<(String, String)>,
+    /// `-e/--env` values: they override the manifest's `environment`, as `spin up`.
+    pub env: Vec<(String, String)>,
+    /// Outbound HTTP settings (runtime config `[outbound_http]`).
+    pub outbound: OutboundConfig,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineOptions::default(),
+            cache_dir: engine::default_cache_dir(),
+            request_timeout: None,
+            max_instance_memory: None,
+            base_env: Vec::new(),
+            env: Vec::new(),
+            outbound: OutboundConfig::default(),
+        }
+    }
+}
+
+/// One component, compiled and linked once, instantiated per request.
+struct LoadedComponent {
+    id: Arc<str>,
+    pre: ProxyPre<HostState>,
+    variables: Arc<ComponentVariables>,
+    allow: AllowList,
+    env: Vec<(String, String)>,
+    /// The trigger that chaining requests to this component use.
+    chaining_trigger: Option<usize>,
+}
+
+/// The running app.
+pub struct HttpRuntime {
+    app: App,
+    engine: Engine,
+    router: Router,
+    components: HashMap<String, Arc<LoadedComponent>>,
+    outbound: Outbound,
+    /// Services in this process (the embedded sidecar), set once it exists.
+    local: std::sync::OnceLock<LocalServices>,
+    opts: RuntimeOptions,
+}
+
+impl HttpRuntime {
+    /// Compiles (or loads from cache) and links every component, resolves variables and
+    /// allow-lists. Fails with a message naming the component and what to fix.
+    pub fn new(app: App, resolver: &Resolver, opts: RuntimeOptions) -> anyhow::Result<Self> {
+        resolver.check_required()?;
+        let engine = engine::build(&opts.engine)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        state::add_to_linker(&mut linker)?;
+
+        let routes: Vec<(usize, Option<&str>)> = app
+            .http_triggers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match &t.route {
+                RouteConfig::Route(r) => (i, Some(r.as_str())),
+                RouteConfig::Private(_) => (i, None),
+            })
+            .collect();
+        let (router, duplicates) = Router::build(routes).map_err(anyhow::Error::msg)?;
+        if !duplicates.is_empty() {
+            tracing::error!("The following component routes are duplicates and will never be used:");
+            for d in &duplicates {
+                tracing::error!("  {}: {} (duplicate of {})", app.http_triggers[d.replaced].id, d.route, app.http_triggers[d.effective].id);
+            }
+        }
+        if router.contains_reserved_route() {
+            tracing::error!("Routes under {WELL_KNOWN_PREFIX} are handled by the Spin runtime and will never be reached");
+        }
+
+        let ids: Vec<String> = app.components.keys().cloned().collect();
+        let mut components = HashMap::new();
+        for (id, c) in &app.components {
+            let variables = ComponentVariables::resolve(&app, id, resolver)
+                .with_context(|| format!("component `{id}`: resolving its [component.{id}.variables]"))?;
+            let mut entries = Vec::new();
+            for e in &c.allowed_outbound_hosts {
+                entries
+                    .push(resolver.render(e).with_context(|| format!("component `{id}`: resolving allowed_outbound_hosts entry {e:?}"))?);
+            }
+            let allow = AllowList::parse(&entries, &ids)
+                .with_context(|| format!("component `{id}`: invalid allowed_outbound_hosts {entries:?}"))?;
+            if !c.source.exists() {
+                anyhow::bail!(
+                    "component `{id}`: source {} does not exist (manifest says {:?}); build it first with `spindapr build` or `up --build`",
+                    c.source.display(),
+                    c.source_as_written
+                );
+            }
+            let component =
+                engine::load_component(&engine, &c.source, opts.cache_dir.as_deref()).with_context(|| format!("component `{id}`"))?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("component `{id}` imports something this host does not offer"))?;
+            let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+                format!("component `{id}` does not export wasi:http/incoming-handler; build it with spin-sdk's #[http_component]")
+            })?;
+            // Later sources override earlier ones: one value per name.
+            let mut merged: indexmap::IndexMap<String, String> = opts.base_env.iter().cloned().collect();
+            merged.extend(c.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged.extend(opts.env.iter().cloned());
+            let env: Vec<(String, String)> = merged.into_iter().collect();
+            let chaining_trigger = app.http_triggers.iter().position(|t| matches!(&t.target, TriggerTarget::Component(cid) if cid == id));
+            components.insert(
+                id.clone(),
+                Arc::new(LoadedComponent { id: Arc::from(id.as_str()), pre, variables: Arc::new(variables), allow, env, chaining_trigger }),
+            );
+        }
+        let outbound = Outbound::new(&opts.outbound);
+        Ok(Self { app, engine, router, components, outbound, local: std::sync::OnceLock::new(), opts })
+    }
+
+    /// The app being served.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Hands requests for these authorities to in-process services from now on (after
+    /// the allow-list admitted them). Set once; a second call is refused.
+    pub fn set_local_services(&self, services: LocalServices) -> Result<(), LocalServices> {
+        self.local.set(services)
+    }
+
+    /// Lines describing each route, as `spin up` prints them.
+    pub fn route_listing(&self, base_url: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (route, trigger) in self.router.routes() {
+            let t = &self.app.http_triggers[trigger];
+            let key = match &t.target {
+                TriggerTarget::Component(c) => c.clone(),
+                TriggerTarget::Static(_) => t.id.clone(),
+            };
+            out.push(format!("  {key}: {base_url}{route}"));
+            if let TriggerTarget::Component(c) = &t.target
+                && let Some(d) = self.app.components.get(c).map(|c| &c.description)
+                && !d.is_empty()
+            {
+                out.push(format!("    {d}"));
+            }
+        }
+        out
+    }
+
+    /// Answers one inbound request.
+    pub async fn handle(self: &Arc<Self>, mut req: Request<WasiBody>, client_addr: SocketAddr) -> Response<WasiBody> {
+        // A Host naming a chaining target must not leak into the component (as Spin).
+        if req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(|h| chaining_target(host_only(h)).is_some()) {
+            req.headers_mut().remove(http::header::HOST);
+        }
+        let path = req.uri().path().to_string();
+        tracing::debug!("Processing request on path '{path}'");
+        if let Some(wk) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return match wk {
+                "health" => Response::new(full_body("OK")),
+                "info" => self.app_info(),
+                _ => status(StatusCode::NOT_FOUND),
+            };
+        }
+        match self.router.route(&path) {
+            Some(m) => self.handle_trigger(req, m, client_addr).await,
+            None => status(StatusCode::NOT_FOUND),
+        }
+    }
+
+    async fn handle_trigger(self: &Arc<Self>, req: Request<WasiBody>, m: RouteMatch, client_addr: SocketAddr) -> Response<WasiBody> {
+        match &self.app.http_triggers[m.trigger].target {
+            TriggerTarget::Static(sr) => static_response(sr),
+            TriggerTarget::Component(id) => {
+                let Some(component) = self.components.get(id).cloned() else {
+                    tracing::error!("unknown component {id}");
+                    return status(StatusCode::INTERNAL_SERVER_ERROR);
+                };
+                match self.execute(component.clone(), req, &m, client_addr).await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        tracing::error!(component = %component.id, "Error processing request: {e:#}");
+                        status(StatusCode::INTERNAL_SERVER_ERROR)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the request in a fresh instance of `component`.
+    async fn execute(
+        self: &Arc<Self>,
+        component: Arc<LoadedComponent>,
+        req: Request<WasiBody>,
+        m: &RouteMatch,
+        client_addr: SocketAddr,
+    ) -> anyhow::Result<Response<WasiBody>> {
+        let (mut parts, body) = req.into_parts();
+        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+        let pairs = headers::spin_headers(&scheme, &host, &path_and_query, m, client_addr);
+        headers::apply(&mut parts.headers, pairs);
+        parts.uri = http::Uri::builder()
+            .scheme(scheme.as_str())
+            .authority(host.as_str())
+            .path_and_query(path_and_query.as_str())
+            .build()
+            .context("the request's Host and path do not form a valid URL")?;
+        let req = Request::from_parts(parts, body);
+
+        let mut limits = StoreLimitsBuilder::new();
+        if let Some(max) = self.opts.max_instance_memory {
+            limits = limits.memory_size(max);
+        }
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestLog::new(component.id.clone(), "stdout"))
+            .stderr(GuestLog::new(component.id.clone(), "stderr"))
+            .envs(&component.env)
+            .build();
+        let data = HostState {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHooks { runtime: self.clone(), component: component.clone() },
+            limits: limits.build(),
+            variables: component.variables.clone(),
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| &mut s.limits);
+        // Yield to the executor every epoch tick so a busy guest cannot starve others.
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let proxy =
+            component.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating the component")?;
+        let wasi_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let out = store.data_mut().http().new_response_outparam(tx)?;
+
+        let timeout = self.opts.request_timeout;
+        let id = component.id.clone();
+        let task = tokio::spawn(async move {
+            let call = proxy.wasi_http_incoming_handler().call_handle(&mut store, wasi_req, out);
+            match timeout {
+                Some(t) => match tokio::time::timeout(t, call).await {
+                    Ok(r) => r.map_err(|e| anyhow::anyhow!(e)),
+                    Err(_) => Err(anyhow::anyhow!("the request exceeded the {t:?} request timeout; the instance was stopped")),
+                },
+                None => call.await.map_err(|e| anyhow::anyhow!(e)),
+            }
+        });
+
+        match rx.await {
+            Ok(Ok(resp)) => {
+                // The body may still be streaming from the guest: watch the task to its end.
+                tokio::spawn(async move {
+                    match task.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(component = %id, "guest failed after sending its response head: {e:#}")
+                        }
+                        Err(e) => tracing::error!(component = %id, "guest task panicked: {e}"),
+                    }
+                });
+                Ok(resp)
+            }
+            Ok(Err(code)) => {
+                let _ = task.await;
+                anyhow::bail!("the guest answered with error code {code:?}")
+            }
+            Err(_) => match task.await {
+                Ok(Ok(())) => anyhow::bail!("the guest returned without setting a response"),
+                Ok(Err(e)) => Err(e.context("guest invocation failed")),
+                Err(e) => anyhow::bail!("guest task panicked: {e}"),
+            },
+        }
+    }
+
+    /// Every outgoing request of a guest: allow-list, then in-process or network.
+    async fn outbound_request(
+        self: &Arc<Self>,
+        from: &LoadedComponent,
+        mut req: Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<Response<WasiBody>, Error> {
+        let scheme = req.uri().scheme_str().unwrap_or("https").to_string();
+        let host = req.uri().host().unwrap_or("").to_string();
+        let is_self = host.is_empty() || host == "self.alt";
+        if is_self {
+            if !from.allow.allows_self() {
+                deny(&from.id, &scheme, "self");
+                return Err(Error::HttpRequestDenied);
+            }
+            // A request to the app itself: routed exactly as an inbound request.
+            strip_authority(&mut req);
+            let me = self.clone();
+            return Ok(Box::pin(me.handle(req, SocketAddr::from(([127, 0, 0, 1], 0)))).await);
+        }
+        let port = req.uri().port_u16();
+        if !from.allow.allows(&scheme, &host, port) {
+            let authority = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or(host.clone());
+            deny(&from.id, &scheme, &authority);
+            return Err(Error::HttpRequestDenied);
+        }
+        if let Some(target) = chaining_target(&host) {
+            let Some(trigger) = self.components.get(target).and_then(|c| c.chaining_trigger) else {
+                tracing::warn!(component = %from.id, "service chaining to `{target}`: no such component with an HTTP trigger in this app");
+                return Err(Error::DestinationNotFound);
+            };
+            let path = req.uri().path().to_string();
+            strip_authority(&mut req);
+            req.headers_mut().remove(http::header::HOST);
+            let me = self.clone();
+            let m = RouteMatch::synthetic(trigger, &path);
+            return Ok(Box::pin(me.handle_trigger(req, m, SocketAddr::from(([0, 0, 0, 0], 0)))).await);
+        }
+        if let Some(service) = self.local.get().and_then(|l| l.find(&scheme, &host, port)) {
+            // The embedded sidecar: the same request it would read from a socket, without one.
+            tracing::debug!(target: "spindapr::in_process", "[{}] {} {} served in-process", from.id, req.method(), req.uri().path());
+            if !req.headers().contains_key(http::header::HOST)
+                && let Some(a) = req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(http::header::HOST, a);
+            }
+            strip_authority(&mut req);
+            return Ok(service.call(req).await);
+        }
+        // Some servers reject a Host header on h2; hyper sets it from the URI anyway.
+        req.headers_mut().remove(http::header::HOST);
+        self.outbound.send(req, options).await
+    }
+
+    fn app_info(&self) -> Response<WasiBody> {
+        let mut info = serde_json::Map::new();
+        info.insert("name".into(), self.app.name.clone().into());
+        if !self.app.version.is_empty() {
+            info.insert("version".into(), self.app.version.clone().into());
+        }
+        let body = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        let mut resp = Response::new(full_body(body));
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        resp
+    }
+}
+
+fn deny(component: &str, scheme: &str, authority: &str) {
+    let pattern = format!("{scheme}://{authority}");
+    if authority == "self" {
+        tracing::warn!(
+            component,
+            "A component tried to make an HTTP request to its own app but it does not have permission. To allow this request, add 'allowed_outbound_hosts = [\"{pattern}\"]' to the manifest component section."
+        );
+    } else {
+        tracing::warn!(
+            component,
+            "A component tried to make an outbound network connection to disallowed destination '{pattern}'. To allow this request, add 'allowed_outbound_hosts = [\"{pattern}\"]' to the manifest component section."
+        );
+    }
+}
+
+/// The per-instance wasi:http hook: every outgoing request of a guest passes here.
+struct OutboundHooks {
+    runtime: Arc<HttpRuntime>,
+    component: Arc<LoadedComponent>,
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
+        let runtime = self.runtime.clone();
+        let component = self.component.clone();
+        Box::new(async move {
+            let resp = runtime.outbound_request(&component, request, options).await?;
+            Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
+        })
+    }
+}
+
+/// Turns an absolute-form URI into origin form (path and query only).
+fn strip_authority(req: &mut Request<WasiBody>) {
+    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::from(pq);
+}
+
+fn host_only(host_header: &str) -> &str {
+    host_header.rsplit_once(':').map_or(host_header, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host_header })
+}
+
+fn status(code: StatusCode) -> Response<WasiBody> {
+    let mut r = Response::new(empty_body());
+    *r.status_mut() = code;
+    r
+}
+
+fn static_response(sr: &StaticResponse) -> Response<WasiBody> {
+    let mut b = Response::builder().status(sr.status_code.unwrap_or(200));
+    for (k, v) in &sr.headers {
+        b = b.header(k, v);
+    }
+    let body = sr.body.clone().map(full_body).unwrap_or_else(empty_body);
+    b.body(body).unwrap_or_else(|e| {
+        tracing::error!("invalid static_response: {e}");
+        status(StatusCode::INTERNAL_SERVER_ERROR)
+    })
+}
+
+/// Serves `runtime` on `listener` until `shutdown` resolves, then drains open
+/// connections for up to `grace`.
+pub async fn serve(runtime: Arc<HttpRuntime>, listener: TcpListener, shutdown: impl Future<Output = ()>, grace: Duration) {
+    let service_for = move |client: SocketAddr| {
+        let rt = runtime.clone();
+        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let rt = rt.clone();
+            async move {
+                let req = req.map(|b| b.map_err(Error::from).boxed_unsync());
+                Ok::<_, std::convert::Infallible>(rt.handle(req, client).await)
+            }
+        })
+    };
+    spindapr_server::serve(listener, service_for, shutdown, grace).await;
+    tracing::info!("stopped serving the app");
+}
