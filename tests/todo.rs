@@ -68,7 +68,7 @@ fn calls_between_components_and_the_embedded_sidecar_stay_in_process() {
     wait_activity(&host, |a| a["total"] == 1);
     let logs = host.logs();
     assert!(logs.contains("[todo-api] POST /v1.0/state/statestore/transaction served in-process"), "{logs}");
-    assert!(logs.contains("[todo-events] POST /v1.0/state/activitystore/transaction served in-process"), "{logs}");
+    assert!(logs.contains("[todo-events] POST /v1.0/state/activitystore served in-process"), "{logs}");
     // And the sidecar reached the app without a socket: discovery and the delivery.
     assert!(logs.contains("[sidecar] GET /dapr/subscribe served in-process"), "{logs}");
     assert!(logs.contains("[sidecar] POST /events/todo served in-process"), "{logs}");

@@ -100,22 +100,7 @@ pub struct LockedHttpConfig {
     pub component: Option<String>,
     /// The response, for static triggers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub static_response: Option<LockedStaticResponse>,
-}
-
-/// A static response as locked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LockedStaticResponse {
-    /// Status code (200 when unset).
-    #[serde(default)]
-    pub status_code: Option<u16>,
-    /// Response headers.
-    #[serde(default)]
-    pub headers: IndexMap<String, String>,
-    /// Response body.
-    #[serde(default)]
-    pub body: Option<String>,
+    pub static_response: Option<StaticResponse>,
 }
 
 /// One component.
@@ -224,9 +209,7 @@ impl LockedApp {
             .map(|t| {
                 let (component, static_response) = match &t.target {
                     TriggerTarget::Component(c) => (Some(c.clone()), None),
-                    TriggerTarget::Static(s) => {
-                        (None, Some(LockedStaticResponse { status_code: s.status_code, headers: s.headers.clone(), body: s.body.clone() }))
-                    }
+                    TriggerTarget::Static(s) => (None, Some(s.clone())),
                 };
                 LockedTrigger {
                     id: t.id.clone(),
@@ -309,7 +292,7 @@ impl LockedApp {
                     }
                     TriggerTarget::Component(c)
                 }
-                (None, Some(s)) => TriggerTarget::Static(StaticResponse { status_code: s.status_code, headers: s.headers, body: s.body }),
+                (None, Some(s)) => TriggerTarget::Static(s),
                 _ => return Err(LockedAppError::Target(t.id)),
             };
             let route = match cfg.route {

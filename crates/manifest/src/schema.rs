@@ -120,7 +120,7 @@ pub enum Executor {
 }
 
 /// A trigger's `static_response` table: a fixed HTTP response.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticResponse {
     /// `status_code`: the response status; 200 when absent.
