@@ -7,7 +7,7 @@
 mod store;
 
 use dapr_http::Dapr;
-use serde_json::{Value, json};
+use serde_json::Value;
 use spin_sdk::http::{Params, Request, Response, Router};
 use spin_sdk::http_component;
 use store::{Failure, Store};
@@ -95,7 +95,14 @@ async fn list(req: &Request) -> Response {
     let result = async {
         let q = list::parse_list_query(req.query())?;
         let (todos, next) = store()?.list(&q).await?;
-        Ok(json_response(200, &json!({ "todos": todos, "next_cursor": next.map(|c| c.encode()) })))
+        // Serialised from structs (not a JSON map) so fields keep the order single todos have.
+        #[derive(serde::Serialize)]
+        struct ListPage {
+            todos: Vec<Todo>,
+            next_cursor: Option<String>,
+        }
+        let body = serde_json::to_string(&ListPage { todos, next_cursor: next.map(|c| c.encode()) }).unwrap_or_default();
+        Ok(Response::builder().status(200).header("content-type", "application/json").body(body).build())
     };
     answer("GET /todos", result.await)
 }

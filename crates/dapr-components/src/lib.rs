@@ -55,7 +55,17 @@ impl Component {
     }
 }
 
+/// A duration that is not in Go's syntax; the text says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {value:?}: {why}")]
+pub struct DurationError {
+    /// The value as written.
+    pub value: String,
+    /// Why it does not parse.
+    pub why: String,
+}
+
 /// Go duration strings: "5s", "500ms", "1m30s", "1h".
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(s.trim()).map_err(|e| DurationError { value: s.to_string(), why: e.to_string() })
 }

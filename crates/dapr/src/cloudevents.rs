@@ -107,8 +107,10 @@ pub fn envelope(input: &PublishInput, body: &[u8], now: chrono::DateTime<chrono:
     }
     if let Some(ttl) = input.metadata.get("ttlInSeconds") {
         let secs: i64 = ttl.parse().map_err(|_| format!("invalid ttlInSeconds {ttl:?}"))?;
-        let exp = now + chrono::Duration::seconds(secs);
-        ce.insert("expiration".into(), Value::String(exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        // A TTL past what a timestamp can hold never expires: no expiration, no overflow.
+        if let Some(exp) = chrono::Duration::try_seconds(secs).and_then(|d| now.checked_add_signed(d)) {
+            ce.insert("expiration".into(), Value::String(exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        }
     }
     Ok(ce)
 }
@@ -350,5 +352,14 @@ mod tests {
         let v = serde_json::to_value(&ce).unwrap();
         assert!(!is_expired(&v, now()));
         assert!(is_expired(&v, now() + chrono::Duration::seconds(61)));
+    }
+
+    #[test]
+    fn a_ttl_beyond_any_timestamp_never_expires_and_does_not_panic() {
+        for ttl in ["99999999999999", "9223372036854775807", "-9223372036854775808"] {
+            let md: BTreeMap<String, String> = [("ttlInSeconds".to_string(), ttl.to_string())].into_iter().collect();
+            let ce = envelope(&input(Some("text/plain"), &md), b"x", now()).unwrap();
+            assert!(!ce.contains_key("expiration"), "{ttl}: {ce:?}");
+        }
     }
 }

@@ -59,17 +59,22 @@ pub struct Route {
     rules: Vec<CompiledRule>,
 }
 
+/// A routing rule whose CEL expression does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleError(String);
+
 impl Route {
-    pub fn compile(sub: Subscription) -> Result<Self, String> {
+    /// Compiles the subscription's rules.
+    pub fn compile(sub: Subscription) -> Result<Self, RuleError> {
         let mut rules = Vec::new();
         for r in &sub.rules {
             let program = if r.match_.trim().is_empty() {
                 None
             } else {
-                Some(
-                    cel::Program::compile(&r.match_)
-                        .map_err(|e| format!("invalid CEL expression {:?} in subscription {}/{}: {e}", r.match_, sub.pubsub, sub.topic))?,
-                )
+                Some(cel::Program::compile(&r.match_).map_err(|e| {
+                    RuleError(format!("invalid CEL expression {:?} in subscription {}/{}: {e}", r.match_, sub.pubsub, sub.topic))
+                })?)
             };
             rules.push(CompiledRule { program, source: r.match_.clone(), path: r.path.clone() });
         }

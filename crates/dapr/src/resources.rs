@@ -426,10 +426,24 @@ impl Resources {
 fn retry_policy(r: &RetrySpec) -> Result<RetryPolicy, String> {
     let max_retries = r.max_retries.unwrap_or(-1);
     let backoff = match r.policy.as_deref().unwrap_or("constant") {
-        "constant" => Backoff::Constant(r.duration.as_deref().map(parse_go_duration).transpose()?.unwrap_or(Duration::from_secs(5))),
+        "constant" => Backoff::Constant(
+            r.duration.as_deref().map(parse_go_duration).transpose().map_err(|e| e.to_string())?.unwrap_or(Duration::from_secs(5)),
+        ),
         "exponential" => Backoff::Exponential {
-            initial: r.duration.as_deref().map(parse_go_duration).transpose()?.unwrap_or(Duration::from_millis(500)),
-            max_interval: r.max_interval.as_deref().map(parse_go_duration).transpose()?.unwrap_or(Duration::from_secs(60)),
+            initial: r
+                .duration
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .unwrap_or(Duration::from_millis(500)),
+            max_interval: r
+                .max_interval
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .unwrap_or(Duration::from_secs(60)),
             multiplier: 1.5,
         },
         other => {
@@ -600,7 +614,7 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 }
                 for (name, d) in &doc.spec.policies.timeouts {
                     parse_go_duration(d)
-                        .map_err(|e| err(line_of(&format!("{name}:")), Some(format!("spec.policies.timeouts.{name}")), e))?;
+                        .map_err(|e| err(line_of(&format!("{name}:")), Some(format!("spec.policies.timeouts.{name}")), e.to_string()))?;
                 }
                 if let Some(name) = doc.spec.policies.circuit_breakers.keys().next() {
                     return Err(err(

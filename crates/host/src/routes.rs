@@ -3,7 +3,7 @@
 //! prefix wins), duplicate routes (the last one wins, with a warning), and the values
 //! Spin derives from a match (path info, component route, named captures).
 
-use spindapr_manifest::routes::{parse_route, sanitize_with_base};
+use spindapr_manifest::routes::{SyntaxError, parse_route, sanitize_with_base};
 
 /// Where a route leads: the index of an HTTP trigger in the app.
 pub type TriggerIndex = usize;
@@ -63,7 +63,9 @@ impl RouteMatch {
 impl Router {
     /// Builds the table from `(trigger, route)` pairs; private routes are passed as `None`
     /// (they are reachable only through service chaining).
-    pub fn build<'a>(routes: impl IntoIterator<Item = (TriggerIndex, Option<&'a str>)>) -> Result<(Self, Vec<DuplicateRoute>), String> {
+    pub fn build<'a>(
+        routes: impl IntoIterator<Item = (TriggerIndex, Option<&'a str>)>,
+    ) -> Result<(Self, Vec<DuplicateRoute>), SyntaxError> {
         let mut by_raw: indexmap::IndexMap<String, RouteHandler> = indexmap::IndexMap::new();
         let mut duplicates = Vec::new();
         for (trigger, route) in routes {
@@ -77,7 +79,7 @@ impl Router {
         let mut rf = routefinder::Router::new();
         for h in by_raw.into_values() {
             let spec = parse_route(&h.based_route)?;
-            rf.add(spec, h).map_err(|e: std::convert::Infallible| e.to_string())?;
+            rf.add(spec, h).map_err(|e: std::convert::Infallible| SyntaxError(e.to_string()))?;
         }
         Ok((Self { rf }, duplicates))
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use locate::{Locator, Seg, display_path, from_serde_path};
+pub use routes::SyntaxError;
 use schema::{AppManifest, ComponentSource, ComponentSpec, Executor};
 pub use schema::{BuildConfig, RouteConfig, StaticResponse, Variable};
 
@@ -301,7 +302,7 @@ fn validate_and_normalise(path: &Path, site: &ErrorSite, m: AppManifest) -> Resu
         if let RouteConfig::Route(r) = &t.route {
             let mut k = at.clone();
             k.push(Seg::key("route"));
-            routes::validate_route(r).map_err(|e| site.error(&k, e, None))?;
+            routes::validate_route(r).map_err(|e| site.error(&k, e.to_string(), None))?;
         }
         let target = match (&t.component, &t.static_response) {
             (Some(_), Some(_)) => {
@@ -461,20 +462,20 @@ fn component_def(
 
 /// Spin's id rule: words of ASCII letters and digits, each starting with a letter,
 /// joined by `delim`, each word all lowercase or all uppercase (lowercase when `lower`).
-fn check_id(id: &str, delim: char, wrong: char, lower: bool) -> Result<(), String> {
+fn check_id(id: &str, delim: char, wrong: char, lower: bool) -> Result<(), SyntaxError> {
     if id.is_empty() {
-        return Err("empty".into());
+        return Err(SyntaxError("empty".into()));
     }
     if id.contains(wrong) {
-        return Err(format!("words must be separated with {delim:?}, not {wrong:?}"));
+        return Err(SyntaxError(format!("words must be separated with {delim:?}, not {wrong:?}")));
     }
     for word in id.split(delim) {
         let mut chars = word.chars();
         let Some(first) = chars.next() else {
-            return Err(format!("{delim:?}-separated words must not be empty"));
+            return Err(SyntaxError(format!("{delim:?}-separated words must not be empty")));
         };
         if !first.is_ascii_alphabetic() {
-            return Err(format!("{delim:?}-separated words must start with an ASCII letter; got {first:?}"));
+            return Err(SyntaxError(format!("{delim:?}-separated words must start with an ASCII letter; got {first:?}")));
         }
         let upper = first.is_ascii_uppercase();
         for ch in chars {
@@ -482,26 +483,26 @@ fn check_id(id: &str, delim: char, wrong: char, lower: bool) -> Result<(), Strin
                 continue;
             }
             if !ch.is_ascii_alphanumeric() {
-                return Err(format!("{delim:?}-separated words may only contain alphanumeric ASCII; got {ch:?}"));
+                return Err(SyntaxError(format!("{delim:?}-separated words may only contain alphanumeric ASCII; got {ch:?}")));
             }
             if ch.is_ascii_uppercase() != upper {
-                return Err(format!("{delim:?}-separated words must be all lowercase or all UPPERCASE; got {word:?}"));
+                return Err(SyntaxError(format!("{delim:?}-separated words must be all lowercase or all UPPERCASE; got {word:?}")));
             }
         }
         if lower && upper {
-            return Err(format!("must be all lowercase; got {id:?}"));
+            return Err(SyntaxError(format!("must be all lowercase; got {id:?}")));
         }
     }
     Ok(())
 }
 
 /// Checks a component id: kebab-case words, each all lowercase or all UPPERCASE; the error says why not.
-pub fn check_kebab(id: &str) -> Result<(), String> {
+pub fn check_kebab(id: &str) -> Result<(), SyntaxError> {
     check_id(id, '-', '_', false)
 }
 
 /// Checks a variable name: lower_snake_case words; the error says why not.
-pub fn check_lower_snake(id: &str) -> Result<(), String> {
+pub fn check_lower_snake(id: &str) -> Result<(), SyntaxError> {
     check_id(id, '_', '-', true)
 }
 

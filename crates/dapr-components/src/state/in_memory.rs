@@ -43,7 +43,8 @@ fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateEr
     match op {
         Operation::Upsert(r) => {
             check_etag(&r.key, live(map, &r.key), &r.etag, &r.concurrency)?;
-            let expires = ttl(&r.metadata)?.map(|d| Instant::now() + d);
+            // A TTL too far out for the clock means never (no overflow).
+            let expires = ttl(&r.metadata)?.and_then(|d| Instant::now().checked_add(d));
             map.insert(r.key.clone(), Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires });
         }
         Operation::Delete(r) => {
@@ -143,5 +144,10 @@ mod tests {
         s.set(r).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         assert!(s.get("t").await.unwrap().is_none());
+        // A TTL the clock cannot reach is kept, never expiring (no overflow).
+        let mut r = set("far", "v", None, Concurrency::LastWrite);
+        r.metadata.insert("ttlInSeconds".into(), i64::MAX.to_string());
+        s.set(r).await.unwrap();
+        assert!(s.get("far").await.unwrap().is_some());
     }
 }
