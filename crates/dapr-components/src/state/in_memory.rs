@@ -39,23 +39,54 @@ fn check_etag(key: &str, current: Option<&Entry>, etag: &Option<String>, concurr
     }
 }
 
-fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateError> {
+/// What an operation does to its key.
+enum Change {
+    Put(Entry),
+    Remove,
+    Nothing,
+}
+
+/// Checks `op` against its key's live entry and says what it changes.
+fn change(current: Option<&Entry>, op: &Operation) -> Result<Change, StateError> {
     match op {
         Operation::Upsert(r) => {
-            check_etag(&r.key, live(map, &r.key), &r.etag, &r.concurrency)?;
+            check_etag(&r.key, current, &r.etag, &r.concurrency)?;
             // A TTL too far out for the clock means never (no overflow).
             let expires = ttl(&r.metadata)?.and_then(|d| Instant::now().checked_add(d));
-            map.insert(r.key.clone(), Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires });
+            Ok(Change::Put(Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires }))
         }
         Operation::Delete(r) => {
-            let current = live(map, &r.key);
             if current.is_none() && r.etag.is_none() {
-                return Ok(());
+                return Ok(Change::Nothing);
             }
             check_etag(&r.key, current, &r.etag, &r.concurrency)?;
-            map.remove(&r.key);
+            Ok(Change::Remove)
         }
     }
+}
+
+fn key_of(op: &Operation) -> &str {
+    match op {
+        Operation::Upsert(r) => &r.key,
+        Operation::Delete(r) => &r.key,
+    }
+}
+
+fn commit(map: &mut HashMap<String, Entry>, key: String, change: Change) {
+    match change {
+        Change::Put(e) => {
+            map.insert(key, e);
+        }
+        Change::Remove => {
+            map.remove(&key);
+        }
+        Change::Nothing => {}
+    }
+}
+
+fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateError> {
+    let c = change(live(map, key_of(op)), op)?;
+    commit(map, key_of(op).to_string(), c);
     Ok(())
 }
 
@@ -76,12 +107,26 @@ impl StateStore for InMemoryState {
 
     async fn multi(&self, ops: Vec<Operation>) -> Result<(), StateError> {
         let mut map = self.map.lock().await;
-        // Apply to a copy; commit only when every operation succeeded.
-        let mut draft = map.clone();
+        // Check every operation against the store as the earlier ones leave it (an overlay
+        // of the keys this transaction touches); write only when all of them pass. The
+        // cost is the transaction's size, not the store's.
+        let mut overlay: HashMap<String, Option<Entry>> = HashMap::new();
         for op in &ops {
-            apply(&mut draft, op)?;
+            let key = key_of(op);
+            let current = match overlay.get(key) {
+                Some(e) => e.as_ref(),
+                None => live(&map, key),
+            };
+            let after = match change(current, op)? {
+                Change::Put(e) => Some(e),
+                Change::Remove => None,
+                Change::Nothing => current.cloned(),
+            };
+            overlay.insert(key.to_string(), after);
         }
-        *map = draft;
+        for (key, after) in overlay {
+            commit(&mut map, key, after.map_or(Change::Remove, Change::Put));
+        }
         Ok(())
     }
 }
