@@ -588,46 +588,85 @@ async fn fill(base: &str, n: u64) {
     }
 }
 
+/// How many creates a side's subscriber has seen: ours counts `todo.created` in its
+/// feed, the seed's handler counts every event.
+async fn subscriber_count(c: &HttpClient, base: &str, seed: bool) -> u64 {
+    let (_, b) = call(c, "GET", &format!("{base}/activity"), Bytes::new()).await;
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+    if seed { v["total"].as_u64().unwrap_or(0) } else { v["counts"]["todo.created"].as_u64().unwrap_or(0) }
+}
+
+/// Waits until a side's subscriber has seen `created` events; the seconds it took.
+async fn drained(c: &HttpClient, base: &str, seed: bool, created: u64) -> f64 {
+    let start = Instant::now();
+    loop {
+        let n = subscriber_count(c, base, seed).await;
+        if n >= created {
+            return start.elapsed().as_secs_f64();
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "the subscriber never caught up: {n} of {created}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One side of the comparison: where it serves and how many todos it created so far.
+struct Side {
+    base: String,
+    seed: bool,
+    created: u64,
+}
+
+/// One measurement: POSTs for `secs` from a drained start, then the time until the
+/// subscriber has seen them all. Returns (POST req/s, latencies, non-2xx, events/s end to end).
+async fn measure(c: &HttpClient, side: &mut Side, conns: usize, secs: u64) -> (f64, Vec<f64>, u64, f64) {
+    drained(c, &side.base, side.seed, side.created).await;
+    let (rps, lat, failed) = load_counting("POST", format!("{}/todos", side.base), create_body, conns, secs).await;
+    side.created += lat.len() as u64;
+    let tail = drained(c, &side.base, side.seed, side.created).await;
+    let e2e = lat.len() as f64 / (secs as f64 + tail);
+    (rps, lat, failed, e2e)
+}
+
 /// `POST /todos` of `spindapr up` against the seed service, interleaved rounds.
 async fn bench_todo_vs_seed(rounds: usize, secs: u64) {
     let (ours, ours_base) = start_up().await;
     let seed = start_seed().await;
+    let c = client();
     println!(
-        "\n## todo write path: POST /todos, ours vs the seed service (servers on CPU 0, client on CPU 1; {rounds} interleaved rounds × {secs} s)"
+        "\n## todo write path: POST /todos, ours vs the seed service (servers on CPU 0, client on CPU 1; {rounds} interleaved rounds × {secs} s, each from a drained subscriber)"
     );
-    println!("| round | c | spindapr up req/s | p50 / p99 µs | seed (FastAPI) req/s | p50 / p99 µs | ratio | non-2xx ours / seed |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| round | c | spindapr up req/s | p50 / p99 µs | end to end /s | seed (FastAPI) req/s | p50 / p99 µs | end to end /s | ratio req/s | non-2xx ours / seed |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut ours_side = Side { base: ours_base, seed: false, created: 0 };
+    let mut seed_side = seed.as_ref().map(|(_, _, b)| Side { base: b.clone(), seed: true, created: 0 });
     // Warm-up: compiled code, pools, Python's imports.
-    load_counting("POST", format!("{ours_base}/todos"), create_body, 2, 2).await;
-    if let Some((_, _, seed_base)) = &seed {
-        load_counting("POST", format!("{seed_base}/todos"), create_body, 2, 2).await;
+    measure(&c, &mut ours_side, 2, 2).await;
+    if let Some(s) = seed_side.as_mut() {
+        measure(&c, s, 2, 2).await;
     }
     /// Per connection count: ours, the seed's and the ratio, one entry per round.
     type Rounds = (usize, Vec<f64>, Vec<f64>, Vec<f64>);
     let mut summary: Vec<Rounds> = vec![(1, vec![], vec![], vec![]), (8, vec![], vec![], vec![])];
     for round in 1..=rounds {
         for (conns, ours_r, seed_r, ratios) in summary.iter_mut() {
-            let (a, la, fa) = load_counting("POST", format!("{ours_base}/todos"), create_body, *conns, secs).await;
+            let (a, la, fa, ea) = measure(&c, &mut ours_side, *conns, secs).await;
             ours_r.push(a);
-            match &seed {
-                Some((_, _, seed_base)) => {
-                    let (b, lb, fb) = load_counting("POST", format!("{seed_base}/todos"), create_body, *conns, secs).await;
+            let ours_cols = format!("{a:.0} | {:.0} / {:.0} | {ea:.0}", percentile(&la, 0.5), percentile(&la, 0.99));
+            match seed_side.as_mut() {
+                Some(s) => {
+                    let (b, lb, fb, eb) = measure(&c, s, *conns, secs).await;
                     seed_r.push(b);
                     ratios.push(a / b);
                     println!(
-                        "| {round} | {conns} | {a:.0} | {:.0} / {:.0} | {b:.0} | {:.0} / {:.0} | {:.2}× | {fa} / {fb} |",
-                        percentile(&la, 0.5),
-                        percentile(&la, 0.99),
+                        "| {round} | {conns} | {ours_cols} | {b:.0} | {:.0} / {:.0} | {eb:.0} | {:.2}× | {fa} / {fb} |",
                         percentile(&lb, 0.5),
                         percentile(&lb, 0.99),
                         a / b
                     );
                 }
-                None => println!(
-                    "| {round} | {conns} | {a:.0} | {:.0} / {:.0} | – | – | – | {fa} / – |",
-                    percentile(&la, 0.5),
-                    percentile(&la, 0.99)
-                ),
+                None => println!("| {round} | {conns} | {ours_cols} | – | – | – | – | {fa} / – |"),
             }
         }
     }
@@ -650,48 +689,31 @@ async fn bench_todo_vs_seed(rounds: usize, secs: u64) {
     drop(ours);
 }
 
-/// Waits until the subscriber has counted `created` todo.created events; the seconds it took.
-async fn caught_up(c: &HttpClient, base: &str, created: u64) -> f64 {
-    let start = Instant::now();
-    loop {
-        let (_, b) = call(c, "GET", &format!("{base}/activity"), Bytes::new()).await;
-        let n = serde_json::from_slice::<serde_json::Value>(&b).unwrap()["counts"]["todo.created"].as_u64().unwrap_or(0);
-        if n >= created {
-            return start.elapsed().as_secs_f64();
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "the subscriber never caught up: {n} of {created}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Create rate as the store grows, list latency with 50,000 todos, and POST→subscriber.
 async fn bench_todo_growth(secs: u64) {
-    let (up, base) = start_up().await;
     let c = client();
-    println!("\n## todo: create rate as todos accumulate (c=8, {secs} s each), server on CPU 0");
-    println!("| todos stored | POST /todos req/s | p50 / p99 µs | ratio to empty | subscriber caught up after the fill |");
+    println!(
+        "\n## todo: create rate with N todos stored (a fresh server per row, filled, subscriber drained; c=8, {secs} s), server on CPU 0"
+    );
+    println!("| todos stored | POST /todos req/s | p50 / p99 µs | ratio to empty | end to end /s |");
     println!("|---:|---:|---:|---:|---:|");
-    let mut stored = load_counting("POST", format!("{base}/todos"), create_body, 2, 2).await.1.len() as u64;
     let mut empty = f64::NAN;
+    let mut last = None;
     for target in [0u64, 5_000, 50_000] {
-        if target > stored {
-            fill(&base, target - stored).await;
-            stored = target;
-        }
-        let before = stored;
-        // Measure with the subscriber caught up, so no stage pays for an earlier backlog.
-        let lag = caught_up(&c, &base, stored).await;
-        let (rps, l, failed) = load_counting("POST", format!("{base}/todos"), create_body, 8, secs).await;
+        let (up, base) = start_up().await;
+        fill(&base, target).await;
+        let mut side = Side { base: base.clone(), seed: false, created: target };
+        // A short warm-up (compiled code, pools), not counted.
+        measure(&c, &mut side, 2, 1).await;
+        let (rps, l, failed, e2e) = measure(&c, &mut side, 8, secs).await;
         assert_eq!(failed, 0);
-        stored += l.len() as u64;
         if target == 0 {
             empty = rps;
         }
-        println!("| {before} | {rps:.0} | {:.0} / {:.0} | {:.2}× | {lag:.1} s |", percentile(&l, 0.5), percentile(&l, 0.99), rps / empty);
+        println!("| {target} | {rps:.0} | {:.0} / {:.0} | {:.2}× | {e2e:.0} |", percentile(&l, 0.5), percentile(&l, 0.99), rps / empty);
+        last = Some((up, base, side.created));
     }
-    // The list projection catches up (it is eventually consistent); then read pages.
-    let lag = caught_up(&c, &base, stored).await;
-    println!("\n{stored} todos created; the subscriber had projected all of them {lag:.1} s after the last POST");
+    let Some((up, base, stored)) = last else { return };
     let (rps, l) = load("GET", format!("{base}/todos?limit=100"), |_| Bytes::new(), 1, secs).await;
     println!(
         "| GET /todos?limit=100 with {stored} stored | c=1 | {rps:.0} req/s | p50 {:.0} µs | p99 {:.0} µs |",
@@ -699,9 +721,9 @@ async fn bench_todo_growth(secs: u64) {
         percentile(&l, 0.99)
     );
     // A page deep in the list, through the cursor.
-    let (rps, l) = load("GET", format!("{base}/todos?limit=100&cursor=400.0"), |_| Bytes::new(), 1, secs).await;
+    let (rps, l) = load("GET", format!("{base}/todos?limit=100&cursor=1500.0"), |_| Bytes::new(), 1, secs).await;
     println!(
-        "| GET /todos?limit=100&cursor=400.0 | c=1 | {rps:.0} req/s | p50 {:.0} µs | p99 {:.0} µs |",
+        "| GET /todos?limit=100&cursor=1500.0 | c=1 | {rps:.0} req/s | p50 {:.0} µs | p99 {:.0} µs |",
         percentile(&l, 0.5),
         percentile(&l, 0.99)
     );

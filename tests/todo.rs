@@ -292,7 +292,7 @@ fn drop_dead_letters_and_duplicates_count_once(broker: &Broker) {
 
 fn the_list_pages_with_a_cursor_and_skips_deleted(broker: &Broker) {
     let host = start(broker, &[]);
-    // Two and a half list pages (100 ids each), created one after another.
+    // Almost eight list pages (32 ids each), created one after another.
     let ids: Vec<String> =
         (0..250).map(|i| post(&host, "/todos", &format!(r#"{{"title":"n{i}"}}"#)).json()["id"].as_str().unwrap().to_string()).collect();
     wait_list(&host, "?limit=1000", 250);

@@ -80,37 +80,46 @@ impl Store {
         };
         let mut at = q.cursor.unwrap_or_default();
         let mut out = Vec::new();
-        for _ in 0..list::MAX_PAGES_PER_REQUEST {
-            let page = if at.page < feed.list_tail {
-                match self.dapr.get_state(&self.list_store, &list::page_key(at.page)).await? {
-                    Some(s) => serde_json::from_value(s.value).map_err(|e| protocol(format!("list page {} is not valid: {e}", at.page)))?,
+        let mut pages_read = 0;
+        while pages_read < list::MAX_PAGES_PER_REQUEST && at.page <= feed.list_tail {
+            // The full pages this answer may need, in one read; the tail is in the feed.
+            let want = (q.limit - out.len()).div_ceil(list::PAGE_SIZE) + 1;
+            let last = feed.list_tail.min(at.page + want as u64);
+            let keys: Vec<String> = (at.page..last).map(list::page_key).collect();
+            let mut pages: Vec<Page> = Vec::with_capacity(keys.len() + 1);
+            for (key, s) in self.dapr.bulk_get(&self.list_store, &keys).await? {
+                let page = match s {
+                    Some(s) => serde_json::from_value(s.value).map_err(|e| protocol(format!("list page {key} is not valid: {e}")))?,
                     None => Page::default(),
-                }
-            } else if at.page == feed.list_tail {
-                Page { ids: feed.tail_ids.clone() }
-            } else {
-                return Ok((out, None));
-            };
-            while at.offset < page.ids.len() {
-                // Read only as many todos as could still fit.
-                let end = page.ids.len().min(at.offset + (q.limit - out.len()));
-                let keys: Vec<String> = page.ids[at.offset..end].iter().map(|id| todo_key(id)).collect();
-                for (_, s) in self.dapr.bulk_get(&self.name, &keys).await? {
-                    at.offset += 1;
-                    let live = s.and_then(|s| serde_json::from_value::<Stored>(s.value).ok()).and_then(Stored::live);
-                    if let Some(t) = live.filter(|t| q.completed.is_none_or(|c| t.completed == c)) {
-                        out.push(t);
-                        if out.len() == q.limit {
-                            return Ok((out, Some(at)));
+                };
+                pages.push(page);
+            }
+            if last == feed.list_tail {
+                pages.push(Page { ids: feed.tail_ids.clone() });
+            }
+            for page in pages {
+                pages_read += 1;
+                while at.offset < page.ids.len() {
+                    // Read only as many todos as could still fit.
+                    let end = page.ids.len().min(at.offset + (q.limit - out.len()));
+                    let keys: Vec<String> = page.ids[at.offset..end].iter().map(|id| todo_key(id)).collect();
+                    for (_, s) in self.dapr.bulk_get(&self.name, &keys).await? {
+                        at.offset += 1;
+                        let live = s.and_then(|s| serde_json::from_value::<Stored>(s.value).ok()).and_then(Stored::live);
+                        if let Some(t) = live.filter(|t| q.completed.is_none_or(|c| t.completed == c)) {
+                            out.push(t);
+                            if out.len() == q.limit {
+                                return Ok((out, Some(at)));
+                            }
                         }
                     }
                 }
+                // The tail page: the list ends here, for now.
+                if at.page >= feed.list_tail {
+                    return Ok((out, None));
+                }
+                at = Cursor { page: at.page + 1, offset: 0 };
             }
-            // The tail page: the list ends here, for now.
-            if at.page >= feed.list_tail {
-                return Ok((out, None));
-            }
-            at = Cursor { page: at.page + 1, offset: 0 };
         }
         Ok((out, Some(at)))
     }

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use crate::list::{PAGE_SIZE, Page};
 use crate::todo::EVENT_TYPES;
-const LATEST: usize = 20;
+const LATEST: usize = 10;
 /// Event ids whose effects are in the feed but whose marker may not be written yet.
-const RECENT: usize = 64;
+const RECENT: usize = 32;
 
 /// The state key of the subscriber's feed (which also holds the list's tail page).
 pub const FEED_KEY: &str = "activity";

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::todo::ApiError;
 
 /// Ids per page: once the tail holds this many, the next id starts a new page.
-pub const PAGE_SIZE: usize = 100;
+pub const PAGE_SIZE: usize = 32;
 /// `limit` when none is given.
 pub const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit` accepted.
@@ -107,9 +107,9 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor { page: 12, offset: 34 };
+        let c = Cursor { page: 12, offset: 30 };
         assert_eq!(Cursor::parse(&c.encode()).unwrap(), c);
-        for bad in ["", "1", "a.b", "1.-1", "1.101", "-1.0", "99999999999999999999.0", "1.2.3"] {
+        for bad in ["", "1", "a.b", "1.-1", "1.33", "-1.0", "99999999999999999999.0", "1.2.3"] {
             assert!(Cursor::parse(bad).is_err(), "{bad}");
         }
     }

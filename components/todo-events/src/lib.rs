@@ -113,12 +113,19 @@ async fn apply_once(
     marker: String,
     effects: impl Fn(&mut Feed) -> Option<EventInfo>,
 ) -> Result<bool, Exhausted<DaprError>> {
-    if cfg.dapr.get_state(&cfg.store, &marker).await.map_err(Exhausted::Failed)?.is_some() {
+    // The marker and the feed in one read.
+    let keys = [marker.clone(), FEED_KEY.to_string()];
+    let mut read = cfg.dapr.bulk_get(&cfg.store, &keys).await.map_err(Exhausted::Failed)?.into_iter().map(|(_, s)| s);
+    if read.next().flatten().is_some() {
         return Ok(false);
     }
+    let mut first = read.next().flatten();
     let initial = to_value(&Feed::default()).map_err(Exhausted::Failed)?;
     let applied = optimistic(MAX_ATTEMPTS, async || {
-        let stored = cfg.dapr.get_or_create(&cfg.store, FEED_KEY, &initial).await?;
+        let stored = match first.take() {
+            Some(s) => s,
+            None => cfg.dapr.get_or_create(&cfg.store, FEED_KEY, &initial).await?,
+        };
         let mut feed: Feed =
             serde_json::from_value(stored.value).map_err(|e| DaprError::Protocol(format!("the activity feed is not valid: {e}")))?;
         if feed.applied(event_id) {
