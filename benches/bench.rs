@@ -223,7 +223,8 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 fn client() -> HttpClient {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(c)
+    // Below uvicorn's 5 s keep-alive: never reuse a connection the server may have closed.
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(2)).build(c)
 }
 
 async fn call(c: &HttpClient, method: &str, url: &str, body: Bytes) -> (u16, Bytes) {
