@@ -70,7 +70,7 @@ fn up_build_with_no_flags_runs_the_seed_flow() {
     let id = a.json()["id"].as_str().unwrap().to_string();
     let feed = wait_total(&host, 1);
     assert_eq!(feed["latest"][0]["todo_id"], id.as_str());
-    assert!(host.logs().contains(&format!("todo-events: received todo.created for todo {id}")), "{}", host.logs());
+    assert!(host.wait_log(&format!("todo-events: received todo.created for todo {id}"), WAIT), "{}", host.logs());
 }
 
 fn probe_app() -> tempfile::TempDir {
@@ -103,7 +103,7 @@ fn listen_takes_host_names_and_timeouts_take_bare_seconds() {
     let a = get(&host.url("/loop"));
     assert_eq!(a.status, 500, "a busy guest is stopped at the timeout");
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
-    assert!(host.logs().contains("request timeout"), "{}", host.logs());
+    assert!(host.wait_log("request timeout", WAIT), "{}", host.logs());
 }
 
 #[test]

@@ -174,7 +174,7 @@ fn crud_validation_and_events(broker: &Broker) {
     let latest = feed["latest"].as_array().unwrap();
     assert_eq!(latest[0]["event_type"], "todo.deleted");
     assert!(latest.iter().all(|e| e["event_id"].as_str().unwrap().starts_with("outbox-")), "{feed}");
-    assert!(host.logs().contains(&format!("[todo-events] todo-events: received todo.created for todo {id}")), "{}", host.logs());
+    assert!(host.wait_log(&format!("[todo-events] todo-events: received todo.created for todo {id}"), WAIT), "{}", host.logs());
 
     // Every error case, with a JSON error naming the field.
     let cases: &[(&str, &str, &str, u16, Option<&str>)] = &[

@@ -55,6 +55,34 @@ impl Component {
     }
 }
 
+/// Why a component could not be built from its YAML.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// The type is not one this sidecar implements (or was built without).
+    #[error("{origin}: unsupported type {type_}")]
+    Unsupported {
+        /// Where the component is declared.
+        origin: String,
+        /// `spec.type`.
+        type_: String,
+    },
+    /// Its metadata is invalid or its backend cannot be reached; the text says which.
+    #[error("{origin}: {message}")]
+    Init {
+        /// Where the component is declared.
+        origin: String,
+        /// What went wrong, with its causes.
+        message: String,
+    },
+}
+
+impl ComponentError {
+    /// An initialisation failure of `c`, keeping every cause's text.
+    pub fn init(c: &Component, e: impl std::fmt::Display) -> Self {
+        ComponentError::Init { origin: c.origin(), message: format!("{e:#}") }
+    }
+}
+
 /// A duration that is not in Go's syntax; the text says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {value:?}: {why}")]

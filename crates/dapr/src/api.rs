@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::Sidecar;
 use super::cloudevents::{self, PublishInput};
 use super::errors::ApiError;
-use spindapr_dapr_components::pubsub::Message;
+use spindapr_dapr_components::pubsub::{Message, PubSubError};
 use spindapr_dapr_components::state::{Concurrency, DeleteRequest, Operation, SetRequest, StateError};
 
 type Resp = Response<Full<Bytes>>;
@@ -207,7 +207,7 @@ impl Sidecar {
     async fn send(&self, ps: &Arc<dyn spindapr_dapr_components::pubsub::PubSub>, pubsub: &str, msg: Message) -> Result<(), String> {
         let fut = ps.publish(msg);
         let res = match self.resources.outbound_timeout(pubsub) {
-            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {t:?}"))),
+            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(PubSubError(format!("timed out after {t:?}")))),
             None => fut.await,
         };
         res.map_err(|e| format!("{e:#}"))

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::app_channel::{AppChannel, TransportError};
 use crate::resources::{RetryPolicy, Subscription};
-use spindapr_dapr_components::pubsub::{Message, PubSub};
+use spindapr_dapr_components::pubsub::{Message, NotProcessed, PubSub};
 
 /// What the app's answer means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,14 +121,14 @@ pub struct Delivery {
 
 impl Delivery {
     /// Handles one message; `Err` hands the failure back to the broker.
-    pub async fn deliver(&self, msg: Message) -> anyhow::Result<()> {
+    pub async fn deliver(&self, msg: Message) -> Result<(), NotProcessed> {
         let sub = &self.route.sub;
         // The app gets the broker's exact bytes, or the envelope built around a raw payload.
         let (event, body) = match serde_json::from_slice(&msg.data) {
             Ok(v @ Value::Object(_)) => (v, msg.data.clone()),
             _ if sub.metadata.get("rawPayload").is_some_and(|v| v == "true") => {
                 let e = raw_envelope(&msg, sub);
-                let b = Bytes::from(serde_json::to_vec(&e)?);
+                let b = Bytes::from(serde_json::to_vec(&e).map_err(|e| NotProcessed(format!("wrapping the raw payload: {e}")))?);
                 (e, b)
             }
             _ => {
@@ -196,20 +196,20 @@ impl Delivery {
     }
 
     /// A failure: to the dead-letter topic if there is one, else back to the broker.
-    async fn fail(&self, msg: &Message, why: String) -> anyhow::Result<()> {
+    async fn fail(&self, msg: &Message, why: String) -> Result<(), NotProcessed> {
         if self.route.sub.dead_letter_topic.is_some() {
             return self.dead_letter(msg, &why).await;
         }
-        Err(anyhow::anyhow!(why))
+        Err(NotProcessed(why))
     }
 
-    async fn dead_letter(&self, msg: &Message, why: &str) -> anyhow::Result<()> {
+    async fn dead_letter(&self, msg: &Message, why: &str) -> Result<(), NotProcessed> {
         let Some(dlq) = &self.route.sub.dead_letter_topic else {
             return Ok(());
         };
         tracing::warn!(pubsub = %self.route.sub.pubsub, topic = %msg.topic, dead_letter_topic = %dlq, "sending the message to the dead-letter topic: {why}");
         let m = Message { topic: dlq.clone(), data: msg.data.clone(), metadata: msg.metadata.clone() };
-        self.pubsub.publish(m).await
+        self.pubsub.publish(m).await.map_err(|e| NotProcessed(format!("publishing to the dead-letter topic {dlq}: {e}")))
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use tokio::sync::{RwLock, mpsc};
 
-use super::{Handler, Message, PubSub};
+use super::{Handler, Message, PubSub, PubSubError};
 
 /// The `pubsub.in-memory` component: topics live in this process only.
 #[derive(Default)]
@@ -16,7 +16,7 @@ pub struct InMemoryPubSub {
 
 #[async_trait::async_trait]
 impl PubSub for InMemoryPubSub {
-    async fn publish(&self, msg: Message) -> anyhow::Result<()> {
+    async fn publish(&self, msg: Message) -> Result<(), PubSubError> {
         let topics = self.topics.read().await;
         if let Some(subs) = topics.get(&msg.topic) {
             for s in subs {
@@ -26,7 +26,7 @@ impl PubSub for InMemoryPubSub {
         Ok(())
     }
 
-    async fn subscribe(&self, topic: &str, handler: Handler) -> anyhow::Result<()> {
+    async fn subscribe(&self, topic: &str, handler: Handler) -> Result<(), PubSubError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         self.topics.write().await.entry(topic.to_string()).or_default().push(tx);
         let topic = topic.to_string();

@@ -20,7 +20,7 @@ use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{Mutex, watch};
 
-use super::{Handler, Message, PubSub};
+use super::{Handler, Message, PubSub, PubSubError};
 use crate::{Component, parse_go_duration};
 
 /// The `pubsub.kafka` component.
@@ -139,7 +139,7 @@ fn metadata_of(m: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, St
 
 #[async_trait::async_trait]
 impl PubSub for KafkaPubSub {
-    async fn publish(&self, msg: Message) -> anyhow::Result<()> {
+    async fn publish(&self, msg: Message) -> Result<(), PubSubError> {
         self.ensure_topic(&msg.topic).await;
         let key = msg.metadata.get("partitionKey").or_else(|| msg.metadata.get("__key")).cloned();
         let mut headers = OwnedHeaders::new();
@@ -153,12 +153,12 @@ impl PubSub for KafkaPubSub {
         if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
             // The broker may come back empty (or be another one): check the topic again next time.
             self.known_topics.lock().await.remove(&msg.topic);
-            return Err(anyhow::anyhow!("kafka: error from publish: {e}"));
+            return Err(PubSubError(format!("kafka: error from publish: {e}")));
         }
         Ok(())
     }
 
-    async fn subscribe(&self, topic: &str, handler: Handler) -> anyhow::Result<()> {
+    async fn subscribe(&self, topic: &str, handler: Handler) -> Result<(), PubSubError> {
         self.ensure_topic(topic).await;
         let consumer: StreamConsumer = self
             .base
@@ -175,8 +175,8 @@ impl PubSub for KafkaPubSub {
             // deliver within ~100 ms (librdkafka's default is 500 ms).
             .set("fetch.wait.max.ms", "100")
             .create()
-            .context("creating the Kafka consumer")?;
-        consumer.subscribe(&[topic]).with_context(|| format!("subscribing to Kafka topic {topic}"))?;
+            .map_err(|e| PubSubError(format!("creating the Kafka consumer: {e}")))?;
+        consumer.subscribe(&[topic]).map_err(|e| PubSubError(format!("subscribing to Kafka topic {topic}: {e}")))?;
         let (mut stop, retry, topic) = (self.stop.subscribe(), self.retry_interval, topic.to_string());
         tokio::spawn(async move {
             loop {

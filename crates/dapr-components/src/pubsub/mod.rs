@@ -24,29 +24,40 @@ pub struct Message {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The broker could not publish or subscribe; the text is the broker's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PubSubError(pub String);
+
+/// A handler's answer that a message was not processed (the broker decides what that
+/// means: in-memory logs and drops it, Redis leaves it pending, Kafka retries in place).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotProcessed(pub String);
+
 /// Called for each message; an error means "not processed" (the broker decides what
 /// that means: in-memory logs it and moves on).
-pub type Handler = Arc<dyn Fn(Message) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+pub type Handler = Arc<dyn Fn(Message) -> BoxFuture<'static, Result<(), NotProcessed>> + Send + Sync>;
 
 /// A pub/sub component: publishes to topics and runs handlers for subscribed ones.
 #[async_trait::async_trait]
 pub trait PubSub: Send + Sync {
     /// Sends a message to its topic.
-    async fn publish(&self, msg: Message) -> anyhow::Result<()>;
+    async fn publish(&self, msg: Message) -> Result<(), PubSubError>;
     /// Starts running `handler` for every message that arrives on `topic`.
-    async fn subscribe(&self, topic: &str, handler: Handler) -> anyhow::Result<()>;
+    async fn subscribe(&self, topic: &str, handler: Handler) -> Result<(), PubSubError>;
     /// Stops delivering; pending work is abandoned.
     async fn close(&self) {}
 }
 
 /// Builds the pub/sub for a component.
-pub async fn from_component(c: &crate::Component, app_id: &str) -> anyhow::Result<Arc<dyn PubSub>> {
+pub async fn from_component(c: &crate::Component, app_id: &str) -> Result<Arc<dyn PubSub>, crate::ComponentError> {
     match c.type_.as_str() {
         "pubsub.in-memory" => Ok(Arc::new(in_memory::InMemoryPubSub::default())),
         #[cfg(feature = "redis")]
-        "pubsub.redis" => Ok(Arc::new(redis::RedisPubSub::new(c, app_id).await?)),
+        "pubsub.redis" => Ok(Arc::new(redis::RedisPubSub::new(c, app_id).await.map_err(|e| crate::ComponentError::init(c, e))?)),
         #[cfg(feature = "kafka")]
-        "pubsub.kafka" => Ok(Arc::new(kafka::KafkaPubSub::new(c, app_id)?)),
-        other => anyhow::bail!("component {}: unsupported pub/sub type {other}", c.name),
+        "pubsub.kafka" => Ok(Arc::new(kafka::KafkaPubSub::new(c, app_id).map_err(|e| crate::ComponentError::init(c, e))?)),
+        other => Err(crate::ComponentError::Unsupported { origin: c.origin(), type_: other.to_string() }),
     }
 }

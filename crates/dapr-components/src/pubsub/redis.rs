@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use tokio::sync::{Semaphore, watch};
 
-use super::{Handler, Message, PubSub};
+use super::{Handler, Message, PubSub, PubSubError};
 use crate::redis_conn::RedisSettings;
 use crate::{Component, parse_go_duration};
 
@@ -144,20 +144,22 @@ impl Worker {
 
 #[async_trait::async_trait]
 impl PubSub for RedisPubSub {
-    async fn publish(&self, msg: Message) -> anyhow::Result<()> {
+    async fn publish(&self, msg: Message) -> Result<(), PubSubError> {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&msg.topic);
         if let Some(n) = self.max_len_approx {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }
-        cmd.arg("*").arg("data").arg(msg.data.as_ref()).arg("metadata").arg(serde_json::to_vec(&msg.metadata)?);
-        let _: String = cmd.query_async(&mut conn).await.map_err(|e| anyhow::anyhow!("redis streams: error from publish: {e}"))?;
+        cmd.arg("*").arg("data").arg(msg.data.as_ref()).arg("metadata").arg(serde_json::to_vec(&msg.metadata).map_err(|e| PubSubError(format!("encoding the metadata: {e}")))?);
+        let _: String = cmd.query_async(&mut conn).await.map_err(|e| PubSubError(format!("redis streams: error from publish: {e}")))?;
         Ok(())
     }
 
-    async fn subscribe(&self, topic: &str, handler: Handler) -> anyhow::Result<()> {
-        self.create_group(topic).await.with_context(|| format!("creating consumer group {} on stream {topic}", self.consumer_id))?;
+    async fn subscribe(&self, topic: &str, handler: Handler) -> Result<(), PubSubError> {
+        self.create_group(topic)
+            .await
+            .map_err(|e| PubSubError(format!("creating consumer group {} on stream {topic}: {e:#}", self.consumer_id)))?;
         let worker = Arc::new(Worker {
             stream: topic.to_string(),
             group: self.consumer_id.clone(),

@@ -75,7 +75,7 @@ pub enum StateError {
     InvalidEtag(String),
     /// Any other failure (the API answers 500).
     #[error("{0}")]
-    Other(#[from] anyhow::Error),
+    Other(String),
 }
 
 /// A state store component.
@@ -92,12 +92,12 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Builds the state store for a component.
-pub async fn from_component(c: &crate::Component) -> anyhow::Result<Arc<dyn StateStore>> {
+pub async fn from_component(c: &crate::Component) -> Result<Arc<dyn StateStore>, crate::ComponentError> {
     match c.type_.as_str() {
         "state.in-memory" => Ok(Arc::new(in_memory::InMemoryState::default())),
         #[cfg(feature = "redis")]
-        "state.redis" => Ok(Arc::new(redis::RedisState::new(c).await?)),
-        other => anyhow::bail!("component {}: unsupported state store type {other}", c.name),
+        "state.redis" => Ok(Arc::new(redis::RedisState::new(c).await.map_err(|e| crate::ComponentError::init(c, e))?)),
+        other => Err(crate::ComponentError::Unsupported { origin: c.origin(), type_: other.to_string() }),
     }
 }
 
@@ -106,8 +106,7 @@ pub fn ttl(metadata: &BTreeMap<String, String>) -> Result<Option<std::time::Dura
     match metadata.get("ttlInSeconds") {
         None => Ok(None),
         Some(v) => {
-            let secs: i64 =
-                v.parse().map_err(|_| StateError::Other(anyhow::anyhow!("invalid ttlInSeconds {v:?}: expected a whole number")))?;
+            let secs: i64 = v.parse().map_err(|_| StateError::Other(format!("invalid ttlInSeconds {v:?}: expected a whole number")))?;
             Ok((secs >= 0).then(|| std::time::Duration::from_secs(secs as u64)))
         }
     }

@@ -95,16 +95,16 @@ impl StateStore for RedisState {
             Ok(f) if f.is_empty() => Ok(None),
             Ok(mut f) => {
                 let (Some(data), Some(version)) = (f.remove("data"), f.remove("version")) else {
-                    return Err(StateError::Other(anyhow::anyhow!("required hash field 'data' or 'version' was not found")));
+                    return Err(StateError::Other("required hash field 'data' or 'version' was not found".into()));
                 };
                 Ok(Some(Item { data: data.into(), etag: Some(String::from_utf8_lossy(&version).into_owned()) }))
             }
             // A plain string value (written without Dapr's layout): read it without an ETag.
             Err(e) if e.code() == Some("WRONGTYPE") => {
-                let v: Option<Vec<u8>> = conn.get(key).await.map_err(|e| StateError::Other(e.into()))?;
+                let v: Option<Vec<u8>> = conn.get(key).await.map_err(|e| StateError::Other(e.to_string()))?;
                 Ok(v.map(|d| Item { data: d.into(), etag: None }))
             }
-            Err(e) => Err(StateError::Other(e.into())),
+            Err(e) => Err(StateError::Other(e.to_string())),
         }
     }
 
@@ -120,11 +120,11 @@ impl StateStore for RedisState {
             Err(e) if r.etag.is_some() || is_script_error(&e) => {
                 return Err(StateError::EtagMismatch(format!("failed to set key {}", r.key)));
             }
-            Err(e) => return Err(StateError::Other(anyhow::anyhow!("failed to set key {}: {e}", r.key))),
+            Err(e) => return Err(StateError::Other(format!("failed to set key {}: {e}", r.key))),
         }
         match ttl {
-            Some(t) if t > 0 => conn.expire::<_, ()>(&r.key, t).await.map_err(|e| StateError::Other(e.into()))?,
-            Some(_) => conn.persist::<_, ()>(&r.key).await.map_err(|e| StateError::Other(e.into()))?,
+            Some(t) if t > 0 => conn.expire::<_, ()>(&r.key, t).await.map_err(|e| StateError::Other(e.to_string()))?,
+            Some(_) => conn.persist::<_, ()>(&r.key).await.map_err(|e| StateError::Other(e.to_string()))?,
             None => {}
         }
         Ok(())
@@ -135,7 +135,11 @@ impl StateStore for RedisState {
         let mut conn = self.conn.clone();
         let res: redis::RedisResult<i64> = redis::Script::new(DEL_SCRIPT).key(&r.key).arg(&version).invoke_async(&mut conn).await;
         res.map(|_| ()).map_err(|e| {
-            if is_script_error(&e) { StateError::EtagMismatch(format!("failed to delete {}", r.key)) } else { StateError::Other(e.into()) }
+            if is_script_error(&e) {
+                StateError::EtagMismatch(format!("failed to delete {}", r.key))
+            } else {
+                StateError::Other(e.to_string())
+            }
         })
     }
 
@@ -167,10 +171,10 @@ impl StateStore for RedisState {
         // As go-redis' TxPipeline: the first failed command's error, plainly (daprd then
         // answers ERR_STATE_TRANSACTION "...: failed to set key <key>").
         let results: Vec<redis::RedisResult<redis::Value>> =
-            pipe.ignore_errors().query_async(&mut conn).await.map_err(|e| StateError::Other(e.into()))?;
+            pipe.ignore_errors().query_async(&mut conn).await.map_err(|e| StateError::Other(e.to_string()))?;
         match results.into_iter().find_map(Result::err) {
-            Some(e) if is_script_error(&e) => Err(StateError::Other(anyhow::anyhow!("failed {}", e.detail().unwrap_or("to set key")))),
-            Some(e) => Err(StateError::Other(e.into())),
+            Some(e) if is_script_error(&e) => Err(StateError::Other(format!("failed {}", e.detail().unwrap_or("to set key")))),
+            Some(e) => Err(StateError::Other(e.to_string())),
             None => Ok(()),
         }
     }
