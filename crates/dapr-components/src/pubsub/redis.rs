@@ -151,7 +151,11 @@ impl PubSub for RedisPubSub {
         if let Some(n) = self.max_len_approx {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }
-        cmd.arg("*").arg("data").arg(msg.data.as_ref()).arg("metadata").arg(serde_json::to_vec(&msg.metadata).map_err(|e| PubSubError(format!("encoding the metadata: {e}")))?);
+        cmd.arg("*")
+            .arg("data")
+            .arg(msg.data.as_ref())
+            .arg("metadata")
+            .arg(serde_json::to_vec(&msg.metadata).map_err(|e| PubSubError(format!("encoding the metadata: {e}")))?);
         let _: String = cmd.query_async(&mut conn).await.map_err(|e| PubSubError(format!("redis streams: error from publish: {e}")))?;
         Ok(())
     }
