@@ -327,8 +327,9 @@ fn the_list_pages_with_a_cursor_and_skips_deleted(broker: &Broker) {
         assert_eq!(a, b, "every live todo exactly once");
     }
     assert_eq!(pages, 9, "246 todos, 30 a page");
-    // The default limit is 100.
+    // The default limit is 100; a cursor past the end answers nothing, and no cursor.
     assert_eq!(list(&host, "").0.len(), 100);
+    assert_eq!(list(&host, "?cursor=99999.0"), (Vec::new(), None));
 }
 
 #[test]

@@ -121,7 +121,8 @@ impl Store {
                 at = Cursor { page: at.page + 1, offset: 0 };
             }
         }
-        Ok((out, Some(at)))
+        // Past the tail (a cursor from the future): nothing more, not the same cursor again.
+        Ok((out, (at.page <= feed.list_tail).then_some(at)))
     }
 
     /// Writes a todo's entry and its event in one transaction.
