@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::list::{PAGE_SIZE, Page};
-use crate::todo::EVENT_TYPES;
+use crate::todo::{EVENT_TYPES, MAX_TITLE};
 const LATEST: usize = 10;
+/// The longest event or todo id accepted (todo ids are UUIDs; outbox event ids are
+/// `outbox-<uuid>`).
+const MAX_ID: usize = 200;
 /// Event ids whose effects are in the feed but whose marker may not be written yet.
 const RECENT: usize = 32;
 
@@ -59,6 +62,10 @@ pub fn decide(body: &[u8]) -> Decision {
     let Some(event_id) = ce.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
         return Decision::Drop("the CloudEvent has no id".into());
     };
+    // Ids become state keys and stay in the feed: anything this long is not one of ours.
+    if event_id.len() > MAX_ID {
+        return Decision::Drop(format!("the CloudEvent id is {} bytes long (at most {MAX_ID})", event_id.len()));
+    }
     // JSON data arrives embedded; tolerate a JSON document sent as a string too.
     let data = match ce.get("data") {
         Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(Value::Null),
@@ -74,12 +81,16 @@ pub fn decide(body: &[u8]) -> Decision {
     let Some(todo_id) = data.get("todo").and_then(|t| t.get("id")).and_then(Value::as_str) else {
         return Decision::Drop(format!("event {event_id} ({event_type}) carries no todo id"));
     };
+    if todo_id.is_empty() || todo_id.len() > MAX_ID {
+        return Decision::Drop(format!("event {event_id} ({event_type}) carries a todo id of {} bytes", todo_id.len()));
+    }
     Decision::Process(EventInfo {
         event_id: event_id.to_string(),
         event_type: event_type.to_string(),
         todo_id: todo_id.to_string(),
-        title: data["todo"].get("title").and_then(Value::as_str).unwrap_or("").to_string(),
-        occurred_at: data.get("occurred_at").and_then(Value::as_str).unwrap_or("").to_string(),
+        // Kept in the feed: bounded as the API bounds titles, whatever a publisher sent.
+        title: data["todo"].get("title").and_then(Value::as_str).unwrap_or("").chars().take(MAX_TITLE).collect(),
+        occurred_at: data.get("occurred_at").and_then(Value::as_str).unwrap_or("").chars().take(64).collect(),
     })
 }
 
@@ -182,6 +193,8 @@ mod tests {
     fn decisions() {
         let good = ce("e1", serde_json::json!({"event_type": "todo.created", "todo": {"id": "t1", "title": "x"}, "occurred_at": "now"}));
         assert!(matches!(decide(&good), Decision::Process(i) if i.todo_id == "t1" && i.event_type == "todo.created"));
+        let long = ce("e7", serde_json::json!({"event_type": "todo.updated", "todo": {"id": "t", "title": "y".repeat(10_000)}}));
+        assert!(matches!(decide(&long), Decision::Process(i) if i.title.chars().count() == MAX_TITLE));
         let as_string = ce("e2", Value::String(r#"{"event_type":"todo.deleted","todo":{"id":"t2"}}"#.into()));
         assert!(matches!(decide(&as_string), Decision::Process(i) if i.event_type == "todo.deleted"));
         for (body, why) in [
@@ -190,6 +203,8 @@ mod tests {
             (ce("e3", serde_json::json!({"todo": {"id": "t"}})), "no event_type"),
             (ce("e4", serde_json::json!({"event_type": "todo.exploded", "todo": {"id": "t"}})), "unknown event_type"),
             (ce("e5", serde_json::json!({"event_type": "todo.created"})), "no todo id"),
+            (ce(&"x".repeat(MAX_ID + 1), serde_json::json!({})), "bytes long"),
+            (ce("e6", serde_json::json!({"event_type": "todo.created", "todo": {"id": "t".repeat(MAX_ID + 1)}})), "todo id of"),
         ] {
             match decide(&body) {
                 Decision::Drop(r) => assert!(r.contains(why), "{r}"),

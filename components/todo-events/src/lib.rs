@@ -179,8 +179,9 @@ async fn on_event(cfg: &Config, body: &[u8]) -> Value {
 async fn on_dead_letter(cfg: &Config, body: &[u8]) -> Value {
     let ce: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let d = feed::DeadLetter {
-        event_id: ce.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
-        topic: ce.get("topic").and_then(Value::as_str).unwrap_or("").to_string(),
+        // Bounded: they are kept in the feed and the id names a state key.
+        event_id: ce.get("id").and_then(Value::as_str).unwrap_or("").chars().take(200).collect(),
+        topic: ce.get("topic").and_then(Value::as_str).unwrap_or("").chars().take(200).collect(),
     };
     println!("todo-events: dead-lettered event {} from topic {}", d.event_id, d.topic);
     let dlq_id = format!("dlq:{}", d.event_id);
