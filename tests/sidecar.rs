@@ -374,3 +374,29 @@ fn bad_resources_stop_the_start_with_file_and_field() {
     let err = HostBuilder::sidecar(&["--app-id", "a", "--resources-path", &path]).try_start().err().expect("must fail");
     assert!(err.contains("kafka.yaml:6") && err.contains("pubsub.rabbitmq"), "{err}");
 }
+
+#[test]
+fn the_apps_json_is_read_as_gos_decoder_reads_it() {
+    // The Java SDK's `pubsubName`, other casings, unknown keys and nulls; an answer whose
+    // key is `Status` is a RETRY (daprd's encoding/json matches keys case-insensitively).
+    let subs = json!([
+        {"pubsubName": "pubsub", "Topic": "orders", "ROUTE": "/orders", "deadLetterTopic": "orders-dlq", "extra": {"x": 1}},
+        {"PubSubName": "pubsub", "topic": "orders-dlq", "route": "/dlq", "metadata": null}
+    ]);
+    let app = TestApp::start(Some(subs));
+    app.script("/orders", &[(200, r#"{"Status":"RETRY"}"#), (200, r#"{"STATUS":"SUCCESS"}"#)]);
+    let res = resources(&[
+        ("pubsub.yaml", PUBSUB),
+        ("res.yaml", &resiliency("        policy: constant\n        duration: 50ms\n        maxRetries: 3")),
+    ]);
+    let host = start_sidecar(&app, &res);
+    let md = get(&host.url("/v1.0/metadata")).json();
+    let topics: Vec<&str> = md["subscriptions"].as_array().unwrap().iter().map(|s| s["topic"].as_str().unwrap()).collect();
+    assert_eq!(topics, vec!["orders", "orders-dlq"], "{md}");
+    publish(&host, "/v1.0/publish/pubsub/orders", "text/plain", "a");
+    // RETRY (read from `Status`), then SUCCESS: two calls, nothing dead-lettered.
+    assert_eq!(app.wait_calls("/orders", 2, WAIT).len(), 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/orders").len(), 2);
+    assert!(app.calls("/dlq").is_empty());
+}

@@ -29,8 +29,10 @@ pub fn interpret(status: u16, body: &[u8]) -> Outcome {
         struct Answer {
             status: Option<String>,
         }
-        // An empty, non-JSON or wrongly typed body counts as success.
-        let Ok(Some(Answer { status: Some(s) })) = serde_json::from_slice::<Option<Answer>>(body) else {
+        // An empty, non-JSON or wrongly typed body counts as success; keys are matched
+        // as Go's encoding/json matches them (`{"Status":"RETRY"}` is a retry).
+        let answer = serde_json::from_slice::<Value>(body).map(|v| crate::go_json::fold(v, &crate::go_json::DELIVERY_ANSWER));
+        let Ok(Some(Answer { status: Some(s) })) = answer.and_then(serde_json::from_value::<Option<Answer>>) else {
             return Outcome::Success;
         };
         return match s.as_str() {
@@ -252,6 +254,9 @@ mod tests {
         assert!(matches!(interpret(200, br#"{"status":"RETRY"}"#), Outcome::Retry(_)));
         assert!(matches!(interpret(200, br#"{"status":"DROP"}"#), Outcome::Drop(_)));
         assert!(matches!(interpret(200, br#"{"status":"success"}"#), Outcome::Retry(_)), "statuses are case-sensitive");
+        assert!(matches!(interpret(200, br#"{"Status":"RETRY"}"#), Outcome::Retry(_)), "keys are not (Go's decoder)");
+        assert!(matches!(interpret(200, br#"{"STATUS":"DROP","other":1}"#), Outcome::Drop(_)));
+        assert_eq!(interpret(200, br#"{"status":null}"#), Outcome::Success);
         assert!(matches!(interpret(404, b""), Outcome::Drop(_)));
         assert!(matches!(interpret(500, b""), Outcome::Retry(_)));
         assert!(matches!(interpret(503, br#"{"status":"SUCCESS"}"#), Outcome::Retry(_)));

@@ -7,6 +7,7 @@ pub mod app_channel;
 mod cloudevents;
 mod delivery;
 mod errors;
+mod go_json;
 pub mod resources;
 
 use spindapr_dapr_components::{pubsub, state};
@@ -223,25 +224,50 @@ impl Sidecar {
 }
 
 /// The app's `GET /dapr/subscribe` answer, v1 (`route`) or v2 (`routes`).
+/// Keys are matched as daprd's Go decoder matches them (the Java SDK sends
+/// `pubsubName`), unknown keys are ignored and `null` is the zero value.
 pub(crate) fn parse_programmatic(body: &[u8]) -> Result<Vec<Subscription>, String> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Item {
+        #[serde(default)]
         pubsubname: String,
+        #[serde(default)]
         topic: String,
         #[serde(default)]
         route: Option<String>,
         #[serde(default)]
-        routes: Option<resources::RoutesSpec>,
+        routes: Option<Routes>,
         #[serde(default)]
         metadata: Option<BTreeMap<String, String>>,
         #[serde(default)]
         dead_letter_topic: Option<String>,
     }
-    let items: Vec<Item> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    #[derive(serde::Deserialize)]
+    struct Routes {
+        #[serde(default)]
+        rules: Vec<RuleItem>,
+        #[serde(default)]
+        default: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RuleItem {
+        #[serde(default, rename = "match")]
+        match_: String,
+        #[serde(default)]
+        path: String,
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let items: Vec<Item> = serde_json::from_value(go_json::fold(v, &go_json::SUBSCRIPTIONS)).map_err(|e| e.to_string())?;
     Ok(items
         .into_iter()
-        .map(|i| Subscription::new(i.pubsubname, i.topic, i.route, i.routes, i.metadata.unwrap_or_default(), i.dead_letter_topic, false))
+        .map(|i| {
+            let routes = i.routes.map(|r| resources::RoutesSpec {
+                rules: r.rules.into_iter().map(|x| resources::Rule { match_: x.match_, path: x.path }).collect(),
+                default: r.default,
+            });
+            Subscription::new(i.pubsubname, i.topic, i.route, routes, i.metadata.unwrap_or_default(), i.dead_letter_topic, false)
+        })
         .collect())
 }
 
@@ -262,5 +288,14 @@ mod tests {
         assert_eq!(subs[1].default_path.as_deref(), Some("/b"));
         assert_eq!(subs[1].metadata.get("rawPayload").map(String::as_str), Some("true"));
         assert!(parse_programmatic(b"{}").is_err());
+        // The Java SDK's casing, unknown keys and nulls, as Go's decoder reads them.
+        let subs = parse_programmatic(
+            br#"[{"pubsubName":"p","Topic":"c","route":"/c","DeadLetterTopic":null,"extra":{"x":1},
+                  "routes":{"rules":[{"match":"","path":"/r","note":"ignored"}]}}]"#,
+        )
+        .unwrap();
+        assert_eq!((subs[0].pubsub.as_str(), subs[0].topic.as_str()), ("p", "c"));
+        assert_eq!(subs[0].dead_letter_topic, None);
+        assert_eq!(subs[0].rules.len(), 1);
     }
 }
