@@ -400,3 +400,19 @@ fn the_apps_json_is_read_as_gos_decoder_reads_it() {
     assert_eq!(app.calls("/orders").len(), 2);
     assert!(app.calls("/dlq").is_empty());
 }
+
+#[test]
+fn raw_payload_subscriptions_always_get_the_bytes_wrapped() {
+    // `rawPayload` read as Go's strconv.ParseBool ("True"), and the wrap applies to every
+    // message, JSON objects included (daprd's FromRawPayload: data_base64, source Dapr).
+    let subs = json!([{"pubsubname": "pubsub", "topic": "raw", "route": "/raw", "metadata": {"rawPayload": "True"}}]);
+    let app = TestApp::start(Some(subs));
+    let res = resources(&[("pubsub.yaml", PUBSUB)]);
+    let host = start_sidecar(&app, &res);
+    publish(&host, "/v1.0/publish/pubsub/raw?metadata.rawPayload=true", "application/json", r#"{"a":1}"#);
+    let got = app.wait_calls("/raw", 1, WAIT);
+    let ce = got[0].json();
+    assert_eq!(ce["data_base64"], "eyJhIjoxfQ==", "{ce}");
+    assert_eq!((ce["source"].as_str(), ce["datacontenttype"].as_str()), (Some("Dapr"), Some("application/octet-stream")));
+    assert_eq!((ce["topic"].as_str(), ce["pubsubname"].as_str(), ce["specversion"].as_str()), (Some("raw"), Some("pubsub"), Some("1.0")));
+}

@@ -48,15 +48,6 @@ fn query_metadata(query: Option<&str>) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Go's strconv.ParseBool.
-fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 impl Sidecar {
     /// Serves the API until `shutdown` resolves.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -184,7 +175,7 @@ impl Sidecar {
         let ps = self.check_publish(pubsub, topic)?;
         let raw = match metadata.get("rawPayload") {
             None => false,
-            Some(v) => parse_go_bool(v)
+            Some(v) => cloudevents::parse_go_bool(v)
                 .ok_or_else(|| ApiError::pubsub_metadata(format!("rawPayload: strconv.ParseBool: parsing {v:?}: invalid syntax")))?,
         };
         let data = if raw {
@@ -235,7 +226,7 @@ impl Sidecar {
                 return Err(ApiError::pubsub_unmarshal_events(topic, pubsub, "entryId is duplicated or not present for entry"));
             }
         }
-        let raw = req_md.get("rawPayload").and_then(|v| parse_go_bool(v)).unwrap_or(false);
+        let raw = req_md.get("rawPayload").and_then(|v| cloudevents::parse_go_bool(v)).unwrap_or(false);
         let mut failed = Vec::new();
         for e in entries {
             let mut md = req_md.clone();

@@ -115,6 +115,15 @@ pub fn envelope(input: &PublishInput, body: &[u8], now: chrono::DateTime<chrono:
     Ok(ce)
 }
 
+/// Go's strconv.ParseBool, which daprd uses for boolean metadata.
+pub(crate) fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 /// Whether an envelope's `expiration` has passed.
 pub fn is_expired(ce: &Value, now: chrono::DateTime<chrono::Utc>) -> bool {
     ce.get("expiration").and_then(Value::as_str).and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok()).is_some_and(|e| e < now)

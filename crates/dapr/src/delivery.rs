@@ -125,15 +125,18 @@ impl Delivery {
     /// Handles one message; `Err` hands the failure back to the broker.
     pub async fn deliver(&self, msg: Message) -> Result<(), NotProcessed> {
         let sub = &self.route.sub;
-        // The app gets the broker's exact bytes, or the envelope built around a raw payload.
-        let (event, body) = match serde_json::from_slice(&msg.data) {
-            Ok(v @ Value::Object(_)) => (v, msg.data.clone()),
-            _ if sub.metadata.get("rawPayload").is_some_and(|v| v == "true") => {
+        // A rawPayload subscription (strconv.ParseBool, as daprd) always gets the broker's
+        // bytes wrapped in a fresh envelope; any other gets the broker's exact bytes.
+        let raw = sub.metadata.get("rawPayload").and_then(|v| crate::cloudevents::parse_go_bool(v)).unwrap_or(false);
+        let parsed = if raw { None } else { Some(serde_json::from_slice(&msg.data)) };
+        let (event, body) = match parsed {
+            None => {
                 let e = raw_envelope(&msg, sub);
                 let b = Bytes::from(serde_json::to_vec(&e).map_err(|e| NotProcessed(format!("wrapping the raw payload: {e}")))?);
                 (e, b)
             }
-            _ => {
+            Some(Ok(v @ Value::Object(_))) => (v, msg.data.clone()),
+            Some(_) => {
                 tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, "error deserializing cloud event: the message is not a JSON object");
                 return self.fail(&msg, "the message is not a CloudEvent".into()).await;
             }
@@ -221,7 +224,7 @@ fn raw_envelope(msg: &Message, sub: &Subscription) -> Value {
     let mut m = BTreeMap::new();
     m.insert("id".to_string(), Value::String(uuid::Uuid::new_v4().to_string()));
     m.insert("specversion".to_string(), "1.0".into());
-    m.insert("source".to_string(), "".into());
+    m.insert("source".to_string(), "Dapr".into());
     m.insert("type".to_string(), "com.dapr.event.sent".into());
     m.insert("datacontenttype".to_string(), "application/octet-stream".into());
     m.insert("topic".to_string(), msg.topic.clone().into());
