@@ -1,33 +1,50 @@
 //! `pubsub.in-memory`: per sidecar, nothing persisted, a message published with no
 //! subscriber is lost; each subscription gets its own queue worked serially, so
-//! delivery per topic is ordered; handler errors are only logged.
+//! delivery per topic is ordered; handler errors are only logged. Queues are bounded:
+//! a publish to a full one waits for room (back-pressure on the publisher) and fails
+//! after [`FULL_QUEUE_WAIT`], so memory never grows without bound.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tokio::sync::{RwLock, mpsc};
 
 use super::{Handler, Message, PubSub, PubSubError};
 
+/// Messages one subscription may hold before publishers wait.
+pub const QUEUE_CAPACITY: usize = 10_000;
+/// How long a publish waits for room in a full queue before it fails.
+pub const FULL_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
 /// The `pubsub.in-memory` component: topics live in this process only.
 #[derive(Default)]
 pub struct InMemoryPubSub {
-    topics: RwLock<HashMap<String, Vec<mpsc::UnboundedSender<Message>>>>,
+    topics: RwLock<HashMap<String, Vec<mpsc::Sender<Message>>>>,
 }
 
 #[async_trait::async_trait]
 impl PubSub for InMemoryPubSub {
     async fn publish(&self, msg: Message) -> Result<(), PubSubError> {
-        let topics = self.topics.read().await;
-        if let Some(subs) = topics.get(&msg.topic) {
-            for s in subs {
-                let _ = s.send(msg.clone());
+        // Senders are cloned out so a wait for room does not hold the topics' lock.
+        let subs = self.topics.read().await.get(&msg.topic).cloned().unwrap_or_default();
+        for s in subs {
+            match s.send_timeout(msg.clone(), FULL_QUEUE_WAIT).await {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    return Err(PubSubError(format!(
+                        "in-memory pubsub: the subscription queue of topic {} stayed full ({QUEUE_CAPACITY} messages) for {FULL_QUEUE_WAIT:?}",
+                        msg.topic
+                    )));
+                }
+                // The subscription is gone (closed): nothing to deliver to.
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
             }
         }
         Ok(())
     }
 
     async fn subscribe(&self, topic: &str, handler: Handler) -> Result<(), PubSubError> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let (tx, mut rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         self.topics.write().await.entry(topic.to_string()).or_default().push(tx);
         let topic = topic.to_string();
         tokio::spawn(async move {
@@ -75,5 +92,30 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let got = seen.lock().unwrap().clone();
         assert_eq!(got, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_makes_publishers_wait_then_fail() {
+        let ps = InMemoryPubSub::default();
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        // A subscriber stuck on its first message.
+        let h: Handler = Arc::new(move |_m: Message| {
+            let g = g.clone();
+            Box::pin(async move {
+                g.notified().await;
+                Ok(())
+            })
+        });
+        ps.subscribe("t", h).await.unwrap();
+        let msg = || Message { topic: "t".into(), data: bytes::Bytes::from_static(b"x"), metadata: Default::default() };
+        // One in the handler and a full queue behind it...
+        for _ in 0..=QUEUE_CAPACITY {
+            ps.publish(msg()).await.unwrap();
+        }
+        // ...then a publish waits FULL_QUEUE_WAIT (virtual time here) and fails.
+        let e = ps.publish(msg()).await.unwrap_err();
+        assert!(e.to_string().contains("stayed full"), "{e}");
+        gate.notify_one();
     }
 }
