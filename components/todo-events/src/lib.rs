@@ -45,32 +45,30 @@ fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
 
 #[http_component]
 async fn handle(req: Request) -> Response {
+    // Every route but the 404 needs the configuration: read it once, up front.
+    let cfg = match config() {
+        Ok(c) => std::rc::Rc::new(c),
+        Err(e) => return config_error(e),
+    };
     let mut router = Router::new();
-    router.get("/dapr/subscribe", |_: Request, _: Params| with_config(|cfg| json_response(200, &subscriptions(&cfg))));
-    router.post_async("/events/todo", |req: Request, _: Params| async move {
-        match config() {
-            Ok(cfg) => json_response(200, &on_event(&cfg, req.body()).await),
-            Err(e) => config_error(e),
-        }
+    let c = cfg.clone();
+    router.get("/dapr/subscribe", move |_: Request, _: Params| json_response(200, &subscriptions(&c)));
+    let c = cfg.clone();
+    router.post_async("/events/todo", move |req: Request, _: Params| {
+        let c = c.clone();
+        async move { json_response(200, &on_event(&c, req.body()).await) }
     });
-    router.post_async("/events/dead-letter", |req: Request, _: Params| async move {
-        match config() {
-            Ok(cfg) => json_response(200, &on_dead_letter(&cfg, req.body()).await),
-            Err(e) => config_error(e),
-        }
+    let c = cfg.clone();
+    router.post_async("/events/dead-letter", move |req: Request, _: Params| {
+        let c = c.clone();
+        async move { json_response(200, &on_dead_letter(&c, req.body()).await) }
     });
-    router.get_async("/activity", |_: Request, _: Params| async move {
-        match config() {
-            Ok(cfg) => activity(&cfg).await,
-            Err(e) => config_error(e),
-        }
+    router.get_async("/activity", move |_: Request, _: Params| {
+        let c = cfg.clone();
+        async move { activity(&c).await }
     });
     router.any("/...", |req: Request, _: Params| error(404, "not_found", format!("no route for {} {}", req.method(), req.path())));
     router.handle_async(req).await
-}
-
-fn with_config(f: impl FnOnce(Config) -> Response) -> Response {
-    config().map(f).unwrap_or_else(config_error)
 }
 
 fn config_error(e: String) -> Response {

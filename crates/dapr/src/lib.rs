@@ -170,7 +170,7 @@ impl Sidecar {
                 tracing::warn!("subscription to {}/{}: pubsub {} is not loaded; skipped", s.pubsub, s.topic, s.pubsub);
                 continue;
             };
-            let route = Route::compile(s.clone()).map_err(anyhow::Error::msg)?;
+            let route = Route::compile(s.clone())?;
             let d = Arc::new(Delivery {
                 route,
                 pubsub: ps.clone(),

@@ -71,16 +71,16 @@ impl KafkaPubSub {
             base.clone().set("message.timeout.ms", "10000").set("linger.ms", "0").create().context("creating the Kafka producer")?;
         let admin: AdminClient<DefaultClientContext> = base.create().context("creating the Kafka admin client")?;
         let retry_interval = match meta("backOffInitialInterval").or(meta("consumeRetryInterval")) {
-            Some(v) => parse_go_duration(v).map_err(anyhow::Error::msg)?,
+            Some(v) => parse_go_duration(v)?,
             None => Duration::from_secs(5),
         };
         // How long a dead consumer keeps its partitions (Dapr's default: 10s).
         let session_timeout = match meta("sessionTimeout") {
-            Some(v) => parse_go_duration(v).map_err(anyhow::Error::msg)?,
+            Some(v) => parse_go_duration(v)?,
             None => Duration::from_secs(10),
         };
         let heartbeat = match meta("heartbeatInterval") {
-            Some(v) => parse_go_duration(v).map_err(anyhow::Error::msg)?,
+            Some(v) => parse_go_duration(v)?,
             None => Duration::from_secs(3),
         };
         let (stop, _) = watch::channel(false);

@@ -109,7 +109,7 @@ impl HttpRuntime {
                 RouteConfig::Private(_) => (i, None),
             })
             .collect();
-        let (router, duplicates) = Router::build(routes).map_err(anyhow::Error::msg)?;
+        let (router, duplicates) = Router::build(routes)?;
         if !duplicates.is_empty() {
             tracing::error!("The following component routes are duplicates and will never be used:");
             for d in &duplicates {
