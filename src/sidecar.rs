@@ -29,6 +29,10 @@ pub struct DaprArgs {
     /// Send this token as `dapr-api-token` on every call to the app.
     #[arg(long, env = "APP_API_TOKEN", hide_env_values = true)]
     pub app_api_token: Option<String>,
+    /// Largest request body the Dapr API reads, as a Kubernetes quantity (daprd's flag:
+    /// `4Mi`, `512Ki`, `1k`, `400`); `0` for no limit.
+    #[arg(long = "max-body-size", default_value = "4Mi", value_parser = spindapr_dapr::parse_quantity)]
+    pub max_body_size: u64,
 }
 
 impl DaprArgs {
@@ -41,6 +45,7 @@ impl DaprArgs {
             resources_paths: self.resources_path.clone(),
             api_token: self.dapr_api_token.clone(),
             app_api_token: self.app_api_token.clone(),
+            max_body_size: self.max_body_size,
         }
     }
 

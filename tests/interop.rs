@@ -8,10 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn dapr_js_sdk_round_trip() {
     let dir = repo_root().join("tests/interop");

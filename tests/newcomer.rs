@@ -15,10 +15,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn post_todo(host: &Host, title: &str) -> Answer {
     send("POST", &host.url("/todos"), &[("content-type", "application/json")], &format!(r#"{{"title":"{title}"}}"#))
 }

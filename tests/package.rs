@@ -74,7 +74,7 @@ fn package_then_serve_from_the_layout() {
     assert_eq!(lock["triggers"].as_array().unwrap().len(), 4);
 
     // Serve from the layout, through the embedded sidecar.
-    let dapr_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let dapr_port = free_port().to_string();
     let host = HostBuilder::new(&layout)
         .arg("--dapr-http-port")
         .arg(&dapr_port)

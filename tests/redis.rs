@@ -128,7 +128,7 @@ fn sigkill_loses_no_published_event() {
 #[test]
 fn broker_outage_is_a_500_and_heals_without_restart() {
     // A Redis of our own, so stopping it disturbs nothing else.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let spawn = || {
         std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -168,6 +168,115 @@ fn broker_outage_is_a_500_and_heals_without_restart() {
     }
     let got = app.wait_calls("/t", 2, WAIT);
     assert_eq!(got.last().unwrap().json()["data"]["n"], 3, "{}", host.logs());
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// The durable outbox (#11): the events go to a Redis of their own, which is stopped
+/// between the commits and their publishing — once with the sidecar kept running, once
+/// with the sidecar SIGKILLed before that Redis is back. The internal outbox topic and
+/// the state live on the main Redis. Every transaction answered 204 must have its event
+/// delivered, and no marker may be left behind.
+#[test]
+fn outbox_events_survive_a_broker_outage_and_a_sigkill() {
+    let db = RedisDb::new();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    // Persistent, so the stream and its consumer group survive the restart (as a real broker's).
+    let spawn = || {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the outbox test")
+    };
+    let wait_up = || {
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut server = spawn();
+    wait_up();
+    let quick = "  - name: processingTimeout\n    value: 1s\n  - name: redeliverInterval\n    value: 300ms\n";
+    let outbox_pubsub = pubsub_yaml(db.db, 6379, quick).replace("name: pubsub\n", "name: outboxpubsub\n");
+    let state = format!(
+        "{}  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: todos\n  - name: outboxPubsub\n    value: outboxpubsub\n",
+        state_yaml(db.db)
+    );
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, "")), ("outbox.yaml", &outbox_pubsub), ("state.yaml", &state)]);
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "todos", "route": "/todos"}])));
+    let dapr_port = free_port();
+    let mut host = sidecar_for("orders", app.port, res.path(), Some(dapr_port), WAIT);
+    let commit = |host: &Host, n: i64| {
+        let body = json!({"operations": [{"operation": "upsert", "request":
+            {"key": format!("todo-{n}"), "value": {"n": n}, "metadata": {"contentType": "application/json"}}}]});
+        let a = send("POST", &host.url("/v1.0/state/statestore/transaction"), &[("content-type", "application/json")], &body.to_string());
+        assert_eq!(a.status, 204, "transaction {n}: {}", a.body);
+    };
+    let delivered = |app: &TestApp| -> std::collections::BTreeSet<i64> {
+        app.calls("/todos").iter().filter_map(|r| r.json()["data"]["n"].as_i64()).collect()
+    };
+    let wait_all = |app: &TestApp, n: i64, host: &Host| {
+        let start = std::time::Instant::now();
+        loop {
+            let got = delivered(app);
+            if got.len() as i64 == n {
+                return;
+            }
+            let missing: Vec<i64> = (0..n).filter(|i| !got.contains(i)).collect();
+            assert!(start.elapsed() < WAIT, "events of committed transactions missing: {missing:?}\n{}", host.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for n in 0..10 {
+        commit(&host, n);
+    }
+    wait_all(&app, 10, &host);
+
+    // The events' broker goes down after the internal topic took them: the commits still
+    // succeed, and the same sidecar publishes once the broker is back.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for n in 10..20 {
+        commit(&host, n);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delivered(&app).len(), 10);
+    server = spawn();
+    wait_up();
+    wait_all(&app, 20, &host);
+
+    // Down again, and the sidecar is SIGKILLed before it could publish: a new sidecar
+    // finds the internal messages, sees their markers and publishes them.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for n in 20..30 {
+        commit(&host, n);
+    }
+    host.child.kill().unwrap();
+    host.child.wait().unwrap();
+    server = spawn();
+    wait_up();
+    host = sidecar_for("orders", app.port, res.path(), Some(dapr_port), WAIT);
+    wait_all(&app, 30, &host);
+
+    let mut conn = db.conn();
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<String> = redis::cmd("KEYS").arg("outbox-*").query(&mut conn).unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "outbox markers left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let todos: Vec<String> = redis::cmd("KEYS").arg("orders||todo-*").query(&mut conn).unwrap();
+    assert_eq!(todos.len(), 30);
+    drop(host);
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -12,10 +12,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Runs a scenario once per broker.
 macro_rules! on_each_broker {
     ($($name:ident),* $(,)?) => {$(

@@ -385,6 +385,11 @@ impl Broker {
     }
 }
 
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A Redis database reserved for one test (1..=15, one per test in this binary).
 pub struct RedisDb {
     pub db: i64,
@@ -424,7 +429,7 @@ pub struct KafkaBroker {
 
 impl KafkaBroker {
     pub fn start() -> Self {
-        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        Self::start_on(free_port())
     }
 
     /// Stops the broker (SIGKILL).
@@ -489,7 +494,7 @@ pub fn assert_sigkill_loses_no_published_event(res: &Path, wait: Duration) {
     let app = app::TestApp::start(Some(serde_json::json!([{"pubsubname": "pubsub", "topic": "jobs", "route": "/jobs"}])));
     // A slow subscriber, so the kill lands while events flow.
     app.script("/jobs", &[(200, r#"sleep:40:{"status":"SUCCESS"}"#)]);
-    let dapr_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dapr_port = free_port();
     let mut host = sidecar_for("orders", app.port, res, Some(dapr_port), wait);
     const N: usize = 60;
     for i in 0..N {

@@ -48,6 +48,23 @@ fn query_metadata(query: Option<&str>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// daprd's answer when a body exceeds `--max-body-size`: its limited reader fails with
+/// dapr/kit's `stream too large`, and each handler reports its read error its own way
+/// (`onPublish`: a publish error; the state handlers: their JSON decoder's error;
+/// the rest: `ERR_BODY_READ`).
+fn too_large(segs: &[&str], m: &Method) -> Resp {
+    const TOO_LARGE: &str = "stream too large";
+    let post = m == Method::POST || m == Method::PUT;
+    match segs {
+        ["v1.0", "publish", "bulk", ..] | ["v1.0-alpha1", "publish", "bulk", ..] if post => error(ApiError::body_read(TOO_LARGE)),
+        ["v1.0", "publish", pubsub, topic @ ..] if post => {
+            error(ApiError::pubsub_publish(&decode(&topic.join("/")), &decode(pubsub), TOO_LARGE))
+        }
+        ["v1.0", "state", _, ..] if post => error(ApiError::malformed(TOO_LARGE)),
+        _ => error(ApiError::body_read(TOO_LARGE)),
+    }
+}
+
 impl Sidecar {
     /// Serves the API until `shutdown` resolves.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -68,7 +85,7 @@ impl Sidecar {
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Resp
     where
         B: hyper::body::Body<Data = Bytes>,
-        B::Error: std::fmt::Display,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
@@ -82,8 +99,13 @@ impl Sidecar {
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             return r;
         }
-        let body = match body.collect().await {
+        let limit = match self.cfg.max_body_size {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let body = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(&segs, &parts.method),
             Err(e) => {
                 return error(ApiError::malformed(format!("failed reading the request body: {e}")));
             }
@@ -446,49 +468,55 @@ impl Sidecar {
                 other => return Err(ApiError::not_supported_state_operation(other)),
             }
         }
-        entry.store.multi(ops).await.map_err(ApiError::transaction)?;
-        // The outbox: events leave only after the transaction committed.
-        if let Some((pubsub, topic)) = &entry.outbox
-            && let Some((ps, _)) = self.pubsubs.get(pubsub)
-        {
-            for (key, value, md) in published {
-                // As daprd: a projection with the same key replaces the published payload,
-                // `contentType` metadata decides how it is rendered, and the operation's
-                // metadata (but `data` and `id`) is copied into the envelope.
-                let (payload, ct) = match projections.remove(&key) {
-                    Some((v, pmd)) => (v, pmd.get("contentType").cloned()),
-                    None => (value, md.get("contentType").cloned()),
-                };
-                let ct = ct.filter(|c| !c.is_empty());
-                let body = match &ct {
-                    Some(c) if c.eq_ignore_ascii_case("application/json") => cloudevents::value_to_go_json(&payload),
-                    _ => cloudevents::go_fmt_v(&payload).into_bytes(),
-                };
-                let none = BTreeMap::new();
-                let input = PublishInput {
-                    app_id: &self.cfg.app_id,
-                    pubsub,
-                    topic,
-                    content_type: ct.as_deref(),
-                    traceparent: "",
-                    tracestate: "",
-                    metadata: &none,
-                };
-                let mut ce = cloudevents::envelope(&input, &body, chrono::Utc::now()).map_err(ApiError::transaction)?;
-                ce.insert("id".into(), Value::String(format!("outbox-{}", uuid::Uuid::new_v4())));
-                for (k, v) in &md {
-                    if k != "data" && k != "id" {
-                        ce.insert(k.clone(), Value::String(v.clone()));
-                    }
-                }
-                let msg = Message { topic: topic.clone(), data: Bytes::from(cloudevents::to_go_json(&ce)), metadata: BTreeMap::new() };
-                if let Err(e) = ps.publish(msg).await {
-                    tracing::error!(pubsub = %pubsub, topic = %topic, "outbox publish after commit failed: {e:#}");
-                    return Err(ApiError::pubsub_outbox(format!("{e:#}")));
+        // The outbox: each event goes to the internal topic before the commit and its
+        // marker into the transaction (see `outbox`).
+        let Some(outbox) = &entry.outbox else {
+            entry.store.multi(ops).await.map_err(ApiError::transaction)?;
+            return Ok(());
+        };
+        let (pubsub, topic) = outbox.target();
+        let mut events = Vec::with_capacity(published.len());
+        for (key, value, md) in published {
+            // As daprd: a projection with the same key replaces the published payload,
+            // `contentType` metadata decides how it is rendered, and the operation's
+            // metadata (but `data` and `id`) is copied into the envelope.
+            let (payload, ct) = match projections.remove(&key) {
+                Some((v, pmd)) => (v, pmd.get("contentType").cloned()),
+                None => (value, md.get("contentType").cloned()),
+            };
+            let ct = ct.filter(|c| !c.is_empty());
+            let body = match &ct {
+                Some(c) if c.eq_ignore_ascii_case("application/json") => cloudevents::value_to_go_json(&payload),
+                _ => cloudevents::go_fmt_v(&payload).into_bytes(),
+            };
+            let none = BTreeMap::new();
+            let input = PublishInput {
+                app_id: &self.cfg.app_id,
+                pubsub,
+                topic,
+                content_type: ct.as_deref(),
+                traceparent: "",
+                tracestate: "",
+                metadata: &none,
+            };
+            let mut ce = cloudevents::envelope(&input, &body, chrono::Utc::now()).map_err(ApiError::transaction)?;
+            // The event's id is its marker's key.
+            ce.insert("id".into(), Value::String(format!("outbox-{}", uuid::Uuid::new_v4())));
+            for (k, v) in &md {
+                if k != "data" && k != "id" {
+                    ce.insert(k.clone(), Value::String(v.clone()));
                 }
             }
+            events.push(ce);
         }
-        Ok(())
+        let (markers, pending) = outbox.prepare(events).await.map_err(|e| {
+            tracing::error!(pubsub = %pubsub, "outbox: publishing to the internal topic failed; nothing committed: {e}");
+            ApiError::pubsub_outbox(e)
+        })?;
+        ops.extend(markers);
+        let result = entry.store.multi(ops).await;
+        outbox.finish(pending, result.is_ok()).await;
+        result.map_err(ApiError::transaction)
     }
 
     async fn metadata(&self) -> Value {

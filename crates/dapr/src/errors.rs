@@ -93,6 +93,9 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "ERR_STATE_STORE_NOT_FOUND", format!("state store {name} is not found"))
             .with_reason("DAPR_STATE_NOT_FOUND")
     }
+    pub fn body_read(err: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ERR_BODY_READ", format!("failed to read request body: {err}"))
+    }
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", message).with_reason("DAPR_STATE_ILLEGAL_KEY")
     }

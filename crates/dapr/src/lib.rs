@@ -7,7 +7,10 @@ pub mod app_channel;
 mod cloudevents;
 mod delivery;
 mod errors;
+#[cfg(test)]
+mod fuzz;
 mod go_json;
+mod outbox;
 pub mod resources;
 
 use spindapr_dapr_components::{pubsub, state};
@@ -45,14 +48,47 @@ pub struct SidecarConfig {
     pub api_token: Option<String>,
     /// APP_API_TOKEN: sent to the app on every call.
     pub app_api_token: Option<String>,
+    /// `--max-body-size` in bytes (0: no limit): a larger request body fails as daprd's
+    /// read of it fails.
+    pub max_body_size: u64,
+}
+
+/// daprd's default `--max-body-size`, 4Mi.
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 4 << 20;
+
+/// A Kubernetes resource quantity as daprd's `--max-body-size` reads it, in bytes:
+/// a whole or decimal number with an optional binary (`Ki`, `Mi`, `Gi`, `Ti`) or decimal
+/// (`k`, `M`, `G`, `T`) suffix, rounded up to a whole byte.
+pub fn parse_quantity(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let mult: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        other => return Err(format!("{s:?}: unknown unit {other:?}; use a number of bytes or one of Ki, Mi, Gi, Ti, k, M, G, T")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a quantity: expected a number of bytes such as 4Mi or 400"))?;
+    let bytes = (n * mult as f64).ceil();
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
 }
 
 /// A loaded state store and what the API needs to know about it.
 pub(crate) struct StateEntry {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) component: Component,
-    /// (pubsub, topic) of the transactional outbox.
-    pub(crate) outbox: Option<(String, String)>,
+    /// The transactional outbox, when the component configures one.
+    pub(crate) outbox: Option<Arc<outbox::Outbox>>,
     /// Whether the "outbox projection on a store without an outbox" error was logged.
     pub(crate) warned_no_outbox: AtomicBool,
 }
@@ -96,32 +132,26 @@ impl Sidecar {
                     pubsubs.insert(c.name.clone(), (ps, c.clone()));
                 }
                 "state" => {
-                    let outbox = match (c.meta("outboxPublishPubsub"), c.meta("outboxPublishTopic")) {
-                        (Some(p), Some(t)) if !p.is_empty() && !t.is_empty() => Some((p.to_string(), t.to_string())),
-                        (None, None) => None,
-                        _ => anyhow::bail!(
-                            "{}: state store {} sets only one of outboxPublishPubsub and outboxPublishTopic; set both",
-                            c.file.display(),
-                            c.name
-                        ),
-                    };
                     let store = state::from_component(c)
                         .await
                         .with_context(|| format!("{}: initialising component {}", c.file.display(), c.name))?;
-                    states.insert(
-                        c.name.clone(),
-                        StateEntry { store, component: c.clone(), outbox, warned_no_outbox: AtomicBool::new(false) },
-                    );
+                    states.insert(c.name.clone(), (store, c.clone()));
                 }
                 _ => {}
             }
         }
-        for (name, s) in &states {
-            if let Some((p, _)) = &s.outbox
-                && !pubsubs.contains_key(p)
-            {
-                anyhow::bail!("{}: state store {name} publishes its outbox to pubsub {p}, which is not loaded", s.component.file.display());
-            }
+        let mut outboxes = Vec::new();
+        let states = states
+            .into_iter()
+            .map(|(name, (store, c))| {
+                let outbox = outbox_of(&c, &cfg.app_id, &store, &pubsubs)?.map(Arc::new);
+                outboxes.extend(outbox.clone());
+                Ok((name, StateEntry { store, component: c, outbox, warned_no_outbox: AtomicBool::new(false) }))
+            })
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        // As daprd, the internal outbox topics are subscribed at start, app or no app.
+        for o in outboxes {
+            o.subscribe().await.context("subscribing to the internal outbox topic")?;
         }
         let app =
             cfg.app_port.map(|port| Arc::new(AppChannel::new(transport, &cfg.app_host, port, &cfg.app_id, cfg.app_api_token.clone())));
@@ -223,6 +253,48 @@ impl Sidecar {
     }
 }
 
+/// The outbox a state store's metadata configures (`outboxPublishPubsub`,
+/// `outboxPublishTopic`, `outboxPubsub`, `outboxDiscardWhenMissingState`), checked
+/// against the loaded pubsubs.
+fn outbox_of(
+    c: &Component,
+    app_id: &str,
+    store: &Arc<dyn StateStore>,
+    pubsubs: &HashMap<String, (Arc<dyn PubSub>, Component)>,
+) -> anyhow::Result<Option<outbox::Outbox>> {
+    let (publish_pubsub, publish_topic) = match (c.meta("outboxPublishPubsub"), c.meta("outboxPublishTopic")) {
+        (Some(p), Some(t)) if !p.is_empty() && !t.is_empty() => (p.to_string(), t.to_string()),
+        (None, None) => return Ok(None),
+        _ => anyhow::bail!(
+            "{}: state store {} sets only one of outboxPublishPubsub and outboxPublishTopic; set both",
+            c.file.display(),
+            c.name
+        ),
+    };
+    let outbox_pubsub = c.meta("outboxPubsub").filter(|v| !v.is_empty()).unwrap_or(&publish_pubsub).to_string();
+    let loaded = |p: &str, key: &str| {
+        pubsubs
+            .get(p)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("{}: state store {} sets {key} to pubsub {p}, which is not loaded", c.file.display(), c.name))
+    };
+    let (publish, _) = loaded(&publish_pubsub, "outboxPublishPubsub")?;
+    let (internal, internal_c) = loaded(&outbox_pubsub, "outboxPubsub")?;
+    let settings = outbox::OutboxSettings {
+        publish_pubsub,
+        publish_topic,
+        outbox_pubsub,
+        discard_when_missing: c.meta("outboxDiscardWhenMissingState").is_some_and(is_truthy),
+    };
+    let local = internal_c.type_ == "pubsub.in-memory";
+    Ok(Some(outbox::Outbox::new(settings, app_id, store.clone(), publish, internal, local)))
+}
+
+/// dapr/kit's `IsTruthy`: y, yes, true, t, on, 1 (any case).
+fn is_truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")
+}
+
 /// The app's `GET /dapr/subscribe` answer, v1 (`route`) or v2 (`routes`).
 /// Keys are matched as daprd's Go decoder matches them (the Java SDK sends
 /// `pubsubName`), unknown keys are ignored and `null` is the zero value.
@@ -274,6 +346,19 @@ pub(crate) fn parse_programmatic(body: &[u8]) -> Result<Vec<Subscription>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_as_daprd_reads_them() {
+        assert_eq!(parse_quantity("4Mi"), Ok(4 << 20));
+        assert_eq!(parse_quantity("400"), Ok(400));
+        assert_eq!(parse_quantity("1k"), Ok(1000));
+        assert_eq!(parse_quantity("1.5Ki"), Ok(1536));
+        assert_eq!(parse_quantity("0"), Ok(0));
+        assert!(parse_quantity("4MB").is_err());
+        assert!(parse_quantity("-1").is_err());
+        assert!(parse_quantity("99999999999999999999Ti").is_err());
+        assert!(parse_quantity("").is_err());
+    }
 
     #[test]
     fn programmatic_v1_and_v2() {

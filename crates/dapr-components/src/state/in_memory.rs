@@ -1,8 +1,11 @@
 //! `state.in-memory`: a map in the sidecar. ETags are fresh UUIDs per write; with
 //! first-write a write without an ETag to an existing key is a mismatch, and an ETag on
-//! a missing key is always a mismatch; TTLs expire entries; transactions are atomic.
+//! a missing key is always a mismatch; TTLs expire entries, and expired entries are
+//! evicted a few at a time on every write (so memory follows the live data, with no
+//! sweeper task); transactions are atomic.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
 use tokio::sync::Mutex;
@@ -19,7 +22,40 @@ struct Entry {
 /// The `state.in-memory` component: a map in this process.
 #[derive(Default)]
 pub struct InMemoryState {
-    map: Mutex<HashMap<String, Entry>>,
+    map: Mutex<Map>,
+}
+
+/// Expired entries removed per write: more than one, so eviction outpaces expiry.
+const EVICT_PER_WRITE: usize = 8;
+
+#[derive(Default)]
+struct Map {
+    entries: HashMap<String, Entry>,
+    /// When TTL'd entries expire, soonest first (stale after an overwrite; checked).
+    expiries: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl Map {
+    fn evict_expired(&mut self) {
+        let now = Instant::now();
+        for _ in 0..EVICT_PER_WRITE {
+            match self.expiries.peek() {
+                Some(Reverse((t, _))) if *t <= now => {}
+                _ => return,
+            }
+            if let Some(Reverse((t, key))) = self.expiries.pop()
+                && self.entries.get(&key).is_some_and(|e| e.expires == Some(t))
+            {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    /// Entries held, expired or not (for tests of eviction).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 fn live<'a>(map: &'a HashMap<String, Entry>, key: &str) -> Option<&'a Entry> {
@@ -72,20 +108,24 @@ fn key_of(op: &Operation) -> &str {
     }
 }
 
-fn commit(map: &mut HashMap<String, Entry>, key: String, change: Change) {
+fn commit(map: &mut Map, key: String, change: Change) {
     match change {
         Change::Put(e) => {
-            map.insert(key, e);
+            if let Some(t) = e.expires {
+                map.expiries.push(Reverse((t, key.clone())));
+            }
+            map.entries.insert(key, e);
         }
         Change::Remove => {
-            map.remove(&key);
+            map.entries.remove(&key);
         }
         Change::Nothing => {}
     }
 }
 
-fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateError> {
-    let c = change(live(map, key_of(op)), op)?;
+fn apply(map: &mut Map, op: &Operation) -> Result<(), StateError> {
+    map.evict_expired();
+    let c = change(live(&map.entries, key_of(op)), op)?;
     commit(map, key_of(op).to_string(), c);
     Ok(())
 }
@@ -94,7 +134,7 @@ fn apply(map: &mut HashMap<String, Entry>, op: &Operation) -> Result<(), StateEr
 impl StateStore for InMemoryState {
     async fn get(&self, key: &str) -> Result<Option<Item>, StateError> {
         let map = self.map.lock().await;
-        Ok(live(&map, key).map(|e| Item { data: e.data.clone(), etag: Some(e.etag.clone()) }))
+        Ok(live(&map.entries, key).map(|e| Item { data: e.data.clone(), etag: Some(e.etag.clone()) }))
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StateError> {
@@ -107,6 +147,7 @@ impl StateStore for InMemoryState {
 
     async fn multi(&self, ops: Vec<Operation>) -> Result<(), StateError> {
         let mut map = self.map.lock().await;
+        map.evict_expired();
         // Check every operation against the store as the earlier ones leave it (an overlay
         // of the keys this transaction touches); write only when all of them pass. The
         // cost is the transaction's size, not the store's.
@@ -115,7 +156,7 @@ impl StateStore for InMemoryState {
             let key = key_of(op);
             let current = match overlay.get(key) {
                 Some(e) => e.as_ref(),
-                None => live(&map, key),
+                None => live(&map.entries, key),
             };
             let after = match change(current, op)? {
                 Change::Put(e) => Some(e),
@@ -194,5 +235,24 @@ mod tests {
         r.metadata.insert("ttlInSeconds".into(), i64::MAX.to_string());
         s.set(r).await.unwrap();
         assert!(s.get("far").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_evicted_by_later_writes() {
+        let s = InMemoryState::default();
+        for i in 0..1000 {
+            let mut r = set(&format!("t{i}"), "v", None, Concurrency::LastWrite);
+            r.metadata.insert("ttlInSeconds".into(), "0".into());
+            s.set(r).await.unwrap();
+        }
+        // Overwritten without a TTL: its stale expiry must not evict it.
+        s.set(set("t5", "kept", None, Concurrency::LastWrite)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        for i in 0..200 {
+            s.set(set(&format!("live{i}"), "v", None, Concurrency::LastWrite)).await.unwrap();
+        }
+        // 200 writes evict up to 8 each: all 1000 expired entries are gone.
+        assert_eq!(s.map.lock().await.held(), 201);
+        assert_eq!(s.get("t5").await.unwrap().unwrap().data, "kept");
     }
 }

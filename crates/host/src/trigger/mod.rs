@@ -200,6 +200,12 @@ impl HttpRuntime {
         if req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(|h| chaining_target(host_only(h)).is_some()) {
             req.headers_mut().remove(http::header::HOST);
         }
+        // A Host that is not an authority cannot become the component's URL: the client's
+        // error, not the app's (an empty Host is allowed and read as localhost).
+        if req.headers().get(http::header::HOST).is_some_and(|h| !h.is_empty() && http::uri::Authority::try_from(h.as_bytes()).is_err()) {
+            tracing::debug!("rejecting a request whose Host header is not a valid authority");
+            return status(StatusCode::BAD_REQUEST);
+        }
         let path = req.uri().path().to_string();
         tracing::debug!("Processing request on path '{path}'");
         if let Some(wk) = path.strip_prefix(WELL_KNOWN_PREFIX) {
@@ -243,7 +249,13 @@ impl HttpRuntime {
         client_addr: SocketAddr,
     ) -> anyhow::Result<Response<WasiBody>> {
         let (mut parts, body) = req.into_parts();
-        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost")
+            .to_string();
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
         let pairs = headers::spin_headers(&scheme, &host, &path_and_query, m, client_addr);
