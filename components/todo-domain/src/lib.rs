@@ -5,3 +5,6 @@
 pub mod feed;
 pub mod list;
 pub mod todo;
+
+#[cfg(test)]
+mod fuzz;

@@ -116,9 +116,18 @@ impl KafkaPubSub {
             }
             Err(e) => tracing::debug!("creating topic {topic}: {e}"),
         }
-        self.known_topics.lock().await.insert(topic.to_string());
+        let mut known = self.known_topics.lock().await;
+        // Topic names come from publishers: forget them all past a bound (creating a
+        // topic that exists is harmless), so memory does not follow the names seen.
+        if known.len() >= MAX_KNOWN_TOPICS {
+            known.clear();
+        }
+        known.insert(topic.to_string());
     }
 }
+
+/// Topic names remembered as existing before the set starts over.
+const MAX_KNOWN_TOPICS: usize = 10_000;
 
 /// Record headers and the delivery metadata Dapr adds.
 fn metadata_of(m: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, String> {
