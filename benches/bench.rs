@@ -9,6 +9,10 @@
 //!   connections; the create rate with 0, 5,000 and 50,000 todos stored; GET /todos with
 //!   50,000 stored; POST → the event in the subscriber's feed; GET /todos/:id.
 //!
+//! - soak: `SOAK_SECS` (default 300) of mixed Todo traffic on `spindapr up` plus
+//!   publishes to a `spindapr sidecar` whose app has a slow and a failing subscriber;
+//!   resident memory of both sampled every 5 s, then every event counted end to end.
+//!
 //! Figures are printed as a table; BENCHMARKS.md records them with this command.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -760,6 +764,208 @@ async fn bench_todo_growth(secs: u64) {
     drop(up);
 }
 
+/// Resident memory of a process, in MiB (VmRSS).
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The soak's second app: `slow` answers SUCCESS after 20 ms, `flaky` answers RETRY to
+/// every tenth message (whose retries then end in the dead-letter topic); every message
+/// is recorded by the route that took it.
+async fn soak_subscriber(port: u16) -> Arc<std::sync::Mutex<std::collections::HashMap<&'static str, std::collections::HashSet<u64>>>> {
+    use hyper::service::service_fn;
+    let seen: Arc<std::sync::Mutex<std::collections::HashMap<&'static str, std::collections::HashSet<u64>>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let ce: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let n = ce["data"]["n"].as_u64().unwrap_or(u64::MAX);
+                        let answer = match path.as_str() {
+                            "/dapr/subscribe" => serde_json::json!([
+                                {"pubsubname": "pubsub", "topic": "slow", "route": "/slow"},
+                                {"pubsubname": "pubsub", "topic": "flaky", "route": "/flaky", "deadLetterTopic": "flaky-dlq"},
+                                {"pubsubname": "pubsub", "topic": "flaky-dlq", "route": "/dlq"},
+                            ]),
+                            "/slow" => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                s.lock().unwrap().entry("slow").or_default().insert(n);
+                                serde_json::json!({"status": "SUCCESS"})
+                            }
+                            "/flaky" if n % 10 == 0 => serde_json::json!({"status": "RETRY"}),
+                            "/flaky" => {
+                                s.lock().unwrap().entry("flaky").or_default().insert(n);
+                                serde_json::json!({"status": "SUCCESS"})
+                            }
+                            "/dlq" => {
+                                s.lock().unwrap().entry("flaky").or_default().insert(n);
+                                serde_json::json!({"status": "SUCCESS"})
+                            }
+                            _ => serde_json::json!({"status": "DROP"}),
+                        };
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer.to_string()))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    seen
+}
+
+/// Publishes `{"n": i}` to `topic` at `per_sec` for `secs`; returns how many were accepted.
+async fn publish_steadily(dapr_port: u16, topic: &'static str, per_sec: u64, secs: u64) -> u64 {
+    let c = client();
+    let url = format!("http://127.0.0.1:{dapr_port}/v1.0/publish/pubsub/{topic}");
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let (status, b) = call(&c, "POST", &url, Bytes::from(format!(r#"{{"n":{n}}}"#))).await;
+        assert_eq!(status, 204, "publish to {topic}: {}", String::from_utf8_lossy(&b));
+        n += 1;
+        let due = start + Duration::from_micros(n * 1_000_000 / per_sec);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    n
+}
+
+/// Mixed Todo traffic on one connection for `secs`: creates, reads, list pages, the
+/// feed, updates and deletes. Returns the creates answered 201 and the non-2xx count.
+async fn todo_mix(base: String, secs: u64, worker: u64) -> (u64, u64) {
+    let c = client();
+    let start = Instant::now();
+    let (mut created, mut failed, mut i) = (0u64, 0u64, 0u64);
+    let mut ids: Vec<String> = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        i += 1;
+        let (status, body) = match i % 10 {
+            0..=3 => {
+                let (s, b) = call(&c, "POST", &format!("{base}/todos"), create_body(worker * 1_000_000_000 + i)).await;
+                if s == 201 {
+                    created += 1;
+                    if let Some(id) = serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v["id"].as_str().map(str::to_owned)) {
+                        ids.push(id);
+                    }
+                }
+                (s, b)
+            }
+            4 | 5 => call(&c, "GET", &format!("{base}/todos?limit=50"), Bytes::new()).await,
+            6 => call(&c, "GET", &format!("{base}/activity"), Bytes::new()).await,
+            7 if !ids.is_empty() => call(&c, "GET", &format!("{base}/todos/{}", ids[ids.len() / 2]), Bytes::new()).await,
+            8 if !ids.is_empty() => {
+                let id = ids.last().unwrap().clone();
+                call(&c, "PATCH", &format!("{base}/todos/{id}"), Bytes::from_static(br#"{"completed":true}"#)).await
+            }
+            9 if ids.len() > 100 => {
+                let id = ids.remove(0);
+                call(&c, "DELETE", &format!("{base}/todos/{id}"), Bytes::new()).await
+            }
+            _ => call(&c, "GET", &format!("{base}/todos?limit=10"), Bytes::new()).await,
+        };
+        if status >= 300 {
+            failed += 1;
+            eprintln!("todo mix: {status} {}", String::from_utf8_lossy(&body));
+        }
+    }
+    (created, failed)
+}
+
+async fn bench_soak() {
+    build_guests();
+    let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let (up, base) = start_up().await;
+    let app_port = free_port();
+    let dapr_port = free_port();
+    let seen = soak_subscriber(app_port).await;
+    let args: Vec<String> = vec![
+        "sidecar".into(),
+        "--app-id".into(),
+        "soak".into(),
+        "--app-port".into(),
+        app_port.to_string(),
+        "--dapr-http-port".into(),
+        dapr_port.to_string(),
+        "--resources-path".into(),
+        root().join("runtime-config/dapr").display().to_string(),
+    ];
+    let sidecar = start("0", Path::new(env!("CARGO_BIN_EXE_spindapr")), &args, "Dapr sidecar");
+    wait_healthy(dapr_port).await;
+    let (up_pid, sidecar_pid) = (up.0.id(), sidecar.0.id());
+    println!("\n## soak: {secs} s of mixed Todo traffic (2 connections) on `up`, publishes to a slow (30/s) and a failing (5/s, every tenth dead-lettered) subscriber of `sidecar`");
+    println!("| t (s) | up RSS MiB | sidecar RSS MiB |");
+    println!("|---:|---:|---:|");
+    let sampler = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        while start.elapsed() < Duration::from_secs(secs) {
+            let (a, b) = (rss_mib(up_pid), rss_mib(sidecar_pid));
+            let t = start.elapsed().as_secs();
+            if t % 30 < 5 {
+                println!("| {t} | {a:.1} | {b:.1} |");
+            }
+            samples.push((a, b));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        samples
+    });
+    let mix: Vec<_> = (0..2).map(|w| tokio::spawn(todo_mix(base.clone(), secs, w))).collect();
+    let slow = tokio::spawn(publish_steadily(dapr_port, "slow", 30, secs));
+    let flaky = tokio::spawn(publish_steadily(dapr_port, "flaky", 5, secs));
+    let (mut created, mut failed) = (0, 0);
+    for m in mix {
+        let (c, f) = m.await.unwrap();
+        created += c;
+        failed += f;
+    }
+    let (slow_n, flaky_n) = (slow.await.unwrap(), flaky.await.unwrap());
+    let samples = sampler.await.unwrap();
+    // Everything must arrive: wait for the subscribers to drain.
+    let c = client();
+    let start = Instant::now();
+    let (mut todo_seen, mut slow_seen, mut flaky_seen) = (0, 0, 0);
+    while start.elapsed() < Duration::from_secs(120) {
+        todo_seen = subscriber_count(&c, &base, false).await;
+        {
+            let s = seen.lock().unwrap();
+            slow_seen = s.get("slow").map_or(0, |v| v.len() as u64);
+            flaky_seen = s.get("flaky").map_or(0, |v| v.len() as u64);
+        }
+        if todo_seen >= created && slow_seen >= slow_n && flaky_seen >= flaky_n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (end_a, end_b) = (rss_mib(up_pid), rss_mib(sidecar_pid));
+    let peak = |f: fn(&(f64, f64)) -> f64| samples.iter().map(f).fold(f64::NAN, f64::max);
+    println!("| end (drained) | {end_a:.1} | {end_b:.1} |");
+    println!(
+        "\nRSS MiB, start / peak / end: up {:.1} / {:.1} / {end_a:.1}; sidecar {:.1} / {:.1} / {end_b:.1}",
+        samples.first().map_or(f64::NAN, |s| s.0),
+        peak(|s| s.0),
+        samples.first().map_or(f64::NAN, |s| s.1),
+        peak(|s| s.1),
+    );
+    let lost = created.saturating_sub(todo_seen) + slow_n.saturating_sub(slow_seen) + flaky_n.saturating_sub(flaky_seen);
+    println!(
+        "todos created {created} (non-2xx in the mix: {failed}), seen by the subscriber {todo_seen}; slow: published {slow_n}, received {slow_seen}; failing: published {flaky_n}, received or dead-lettered {flaky_seen}; lost: {lost}"
+    );
+    drop(sidecar);
+    drop(up);
+}
+
 async fn bench_todo() {
     build_guests();
     bench_todo_vs_seed(3, 5).await;
@@ -775,13 +981,14 @@ fn main() {
         "host" => bench_host(),
         "sidecar" => rt.block_on(bench_sidecars()),
         "todo" => rt.block_on(bench_todo()),
+        "soak" => rt.block_on(bench_soak()),
         "all" => {
             bench_host();
             rt.block_on(bench_sidecars());
             rt.block_on(bench_todo());
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: use host, sidecar, todo or all");
+            eprintln!("unknown benchmark {other:?}: use host, sidecar, todo, soak or all");
             std::process::exit(2);
         }
     }
