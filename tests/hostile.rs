@@ -341,6 +341,10 @@ fn two_thousand_hostile_requests_get_answers_and_break_nothing() {
         let got = raw(&dapr_addr, b"localhost", &r);
         tally.check("fixed", &r, got, true, want);
     }
+    // A body far over the app's own limit: refused, not a trap.
+    let r = Req::new("POST", "/todos", "application/json", vec![b' '; 10 << 20]);
+    let got = raw(&app_addr, b"localhost", &r);
+    tally.check("app body", &r, got, false, Some(413));
     // The Host header only the app reads: never a 500.
     for h in [&b"bad host!!"[..], b"[::1", b"a b", b"\xff\xfe", b""] {
         let r = Req::new("GET", "/todos", "application/json", "");
