@@ -125,26 +125,56 @@ fn sigkill_loses_no_published_event() {
     assert_sigkill_loses_no_published_event(res.path(), WAIT);
 }
 
-#[test]
-fn broker_outage_is_a_500_and_heals_without_restart() {
-    // A Redis of our own, so stopping it disturbs nothing else.
-    let port = free_port();
-    let spawn = || {
-        std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for the outage test")
-    };
-    let wait_up = || {
+/// A Redis server of a test's own on a free port (stopping it disturbs nothing else);
+/// with a folder, it keeps its data there across restarts (as a real broker's would).
+struct OwnRedis {
+    port: u16,
+    dir: Option<tempfile::TempDir>,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(persistent: bool) -> Self {
+        let mut me = Self { port: free_port(), dir: persistent.then(|| tempfile::tempdir().unwrap()), child: None };
+        me.restart();
+        me
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    fn restart(&mut self) {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        match &self.dir {
+            Some(d) => cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]).arg(d.path()),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        self.child = Some(cmd.stdout(std::process::Stdio::null()).spawn().expect("redis-server is needed for this test"));
         let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < WAIT);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < WAIT, "redis-server did not start on {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
-    };
-    let mut server = spawn();
-    wait_up();
+    }
+
+    /// Stops the server (SIGKILL).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn broker_outage_is_a_500_and_heals_without_restart() {
+    let mut server = OwnRedis::start(false);
+    let port = server.port;
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
     let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, ""))]);
     let host = sidecar_for("orders", app.port, res.path(), None, WAIT);
@@ -153,13 +183,11 @@ fn broker_outage_is_a_500_and_heals_without_restart() {
     assert_eq!(publish(1).status, 204);
     app.wait_calls("/t", 1, WAIT);
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let a = publish(2);
     assert_eq!((a.status, a.json()["errorCode"].as_str()), (500, Some("ERR_PUBSUB_PUBLISH_MESSAGE")), "{}", a.body);
 
-    let mut server = spawn();
-    wait_up();
+    server.restart();
     // The same sidecar publishes again once Redis is back, and the subscription resumes.
     let start = std::time::Instant::now();
     while publish(3).status != 204 {
@@ -168,8 +196,6 @@ fn broker_outage_is_a_500_and_heals_without_restart() {
     }
     let got = app.wait_calls("/t", 2, WAIT);
     assert_eq!(got.last().unwrap().json()["data"]["n"], 3, "{}", host.logs());
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 /// The durable outbox (#11): the events go to a Redis of their own, which is stopped
@@ -180,27 +206,9 @@ fn broker_outage_is_a_500_and_heals_without_restart() {
 #[test]
 fn outbox_events_survive_a_broker_outage_and_a_sigkill() {
     let db = RedisDb::new();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    // Persistent, so the stream and its consumer group survive the restart (as a real broker's).
-    let spawn = || {
-        std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for the outbox test")
-    };
-    let wait_up = || {
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < WAIT);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let mut server = spawn();
-    wait_up();
+    // Persistent, so the stream and its consumer group survive the restarts.
+    let mut server = OwnRedis::start(true);
+    let port = server.port;
     let quick = "  - name: processingTimeout\n    value: 1s\n  - name: redeliverInterval\n    value: 300ms\n";
     let outbox_pubsub = pubsub_yaml(db.db, 6379, quick).replace("name: pubsub\n", "name: outboxpubsub\n");
     let state = format!(
@@ -239,28 +247,24 @@ fn outbox_events_survive_a_broker_outage_and_a_sigkill() {
 
     // The events' broker goes down after the internal topic took them: the commits still
     // succeed, and the same sidecar publishes once the broker is back.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     for n in 10..20 {
         commit(&host, n);
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(delivered(&app).len(), 10);
-    server = spawn();
-    wait_up();
+    server.restart();
     wait_all(&app, 20, &host);
 
     // Down again, and the sidecar is SIGKILLed before it could publish: a new sidecar
     // finds the internal messages, sees their markers and publishes them.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     for n in 20..30 {
         commit(&host, n);
     }
     host.child.kill().unwrap();
     host.child.wait().unwrap();
-    server = spawn();
-    wait_up();
+    server.restart();
     host = sidecar_for("orders", app.port, res.path(), Some(dapr_port), WAIT);
     wait_all(&app, 30, &host);
 
@@ -276,7 +280,4 @@ fn outbox_events_survive_a_broker_outage_and_a_sigkill() {
     }
     let todos: Vec<String> = redis::cmd("KEYS").arg("orders||todo-*").query(&mut conn).unwrap();
     assert_eq!(todos.len(), 30);
-    drop(host);
-    let _ = server.kill();
-    let _ = server.wait();
 }
