@@ -805,7 +805,7 @@ async fn soak_subscriber(port: u16) -> Arc<std::sync::Mutex<std::collections::Ha
                                 s.lock().unwrap().entry("slow").or_default().insert(n);
                                 serde_json::json!({"status": "SUCCESS"})
                             }
-                            "/flaky" if n % 10 == 0 => serde_json::json!({"status": "RETRY"}),
+                            "/flaky" if n.is_multiple_of(10) => serde_json::json!({"status": "RETRY"}),
                             "/flaky" => {
                                 s.lock().unwrap().entry("flaky").or_default().insert(n);
                                 serde_json::json!({"status": "SUCCESS"})
