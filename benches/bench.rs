@@ -482,7 +482,7 @@ async fn bench_sidecar(broker: &BenchBroker) {
 }
 
 /// `spindapr up` on the repo's spin.toml (in-memory resources) pinned to CPU 0.
-async fn start_up() -> (Proc, String) {
+async fn start_up(extra: &[&str]) -> (Proc, String) {
     let port = free_port();
     let dapr_port = free_port();
     let r = root();
@@ -502,7 +502,10 @@ async fn start_up() -> (Proc, String) {
             "--resources-path".into(),
             r.join("runtime-config/dapr").display().to_string(),
             "-q".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>(),
         "Serving",
     );
     wait_healthy(dapr_port).await;
@@ -634,7 +637,7 @@ async fn measure(c: &HttpClient, side: &mut Side, conns: usize, secs: u64) -> (f
 
 /// `POST /todos` of `spindapr up` against the seed service, interleaved rounds.
 async fn bench_todo_vs_seed(rounds: usize, secs: u64) {
-    let (ours, ours_base) = start_up().await;
+    let (ours, ours_base) = start_up(&[]).await;
     let seed = start_seed().await;
     let c = client();
     println!(
@@ -705,7 +708,7 @@ async fn bench_todo_growth(secs: u64) {
     let mut empty = f64::NAN;
     let mut last = None;
     for target in [0u64, 5_000, 50_000] {
-        let (up, base) = start_up().await;
+        let (up, base) = start_up(&[]).await;
         fill(&base, target).await;
         let mut side = Side { base: base.clone(), seed: false, created: target };
         // A short warm-up (compiled code, pools), not counted.
@@ -890,7 +893,9 @@ async fn todo_mix(base: String, secs: u64, worker: u64) -> (u64, u64) {
 async fn bench_soak() {
     build_guests();
     let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let (up, base) = start_up().await;
+    // Markers and tombstones kept 30 s instead of a day and an hour: long enough for any
+    // redelivery here, short enough that the run shows memory levelling off.
+    let (up, base) = start_up(&["--variable", "seen_ttl_seconds=30", "--variable", "tombstone_ttl_seconds=30"]).await;
     let app_port = free_port();
     let dapr_port = free_port();
     let seen = soak_subscriber(app_port).await;

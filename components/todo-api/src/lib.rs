@@ -41,6 +41,8 @@ fn store() -> Result<Store, ApiError> {
         dapr: Dapr::new(variable("dapr_url")?, Some(token)),
         name: variable("state_store")?,
         list_store: variable("activity_store")?,
+        tombstone_ttl: todo_domain::todo::parse_ttl_seconds("tombstone_ttl_seconds", &variable("tombstone_ttl_seconds")?)
+            .map_err(|e| ApiError::new(500, "configuration", e))?,
     })
 }
 

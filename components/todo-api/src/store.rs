@@ -9,7 +9,7 @@ use dapr_http::{Attempt, Dapr, DaprError, Exhausted, TxOp, conflict_or, optimist
 use serde_json::Value;
 use todo_domain::feed::{FEED_KEY, Feed};
 use todo_domain::list::{self, Cursor, ListQuery, Page};
-use todo_domain::todo::{ApiError, Stored, TOMBSTONE_TTL_SECONDS, Todo, todo_key};
+use todo_domain::todo::{ApiError, Stored, Todo, todo_key};
 
 const MAX_ATTEMPTS: usize = 16;
 
@@ -56,6 +56,8 @@ pub struct Store {
     pub name: String,
     /// Where the subscriber keeps the list pages.
     pub list_store: String,
+    /// Seconds a deleted todo's tombstone is kept.
+    pub tombstone_ttl: u64,
 }
 
 impl Store {
@@ -170,7 +172,7 @@ impl Store {
             let (todo, etag) = self.get(id).await?.ok_or_else(|| ApiError::not_found(id))?;
             let event = check(&todo)?;
             let tombstone = serde_json::to_value(Stored::Tombstone { deleted: true, id: id.to_string() }).map_err(protocol)?;
-            Ok::<_, Failure>(conflict_or(self.commit(id, tombstone, etag, event, Some(TOMBSTONE_TTL_SECONDS)).await)?)
+            Ok::<_, Failure>(conflict_or(self.commit(id, tombstone, etag, event, Some(self.tombstone_ttl)).await)?)
         })
         .await
         .map_err(conflict)

@@ -20,10 +20,6 @@ const RECENT: usize = 32;
 /// The state key of the subscriber's feed (which also holds the list's tail page).
 pub const FEED_KEY: &str = "activity";
 
-/// How long the subscriber remembers that it processed an event (broker redeliveries
-/// come within minutes; a day is ample).
-pub const SEEN_TTL_SECONDS: u64 = 24 * 3600;
-
 /// The marker key written, create-only, once an event's effects are in the feed: a later
 /// delivery of the same CloudEvent id finds it and changes nothing. (Between the feed
 /// write and the marker write, the feed's own `recent` ids cover the event: a Dapr state

@@ -47,8 +47,13 @@ pub fn todo_key(id: &str) -> String {
     format!("todo:{id}")
 }
 
-/// Seconds a tombstone is kept (the delete's event has long been published by then).
-pub const TOMBSTONE_TTL_SECONDS: u64 = 3600;
+/// Reads a TTL variable (`seen_ttl_seconds`, `tombstone_ttl_seconds`): whole seconds, at least 1 and at most ten years.
+pub fn parse_ttl_seconds(name: &str, value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=10 * 365 * 24 * 3600).contains(&n) => Ok(n),
+        _ => Err(format!("Spin variable {name} is {value:?}: expected whole seconds between 1 and 315360000")),
+    }
+}
 
 /// An error answered to the client: status and `{"error": {"code","message","field"?}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +244,10 @@ mod tests {
         assert_eq!(parse_change(long.as_bytes(), Shape::Create).unwrap_err().field.as_deref(), Some("title"));
         let ok = format!(r#"{{"title":"{}"}}"#, "é".repeat(200));
         assert!(parse_change(ok.as_bytes(), Shape::Create).is_ok());
+        assert_eq!(parse_ttl_seconds("t", " 60 "), Ok(60));
+        assert!(parse_ttl_seconds("t", "0").is_err());
+        assert!(parse_ttl_seconds("t", "-1").is_err());
+        assert!(parse_ttl_seconds("t", "1h").unwrap_err().contains("Spin variable t"));
         let huge = vec![b' '; MAX_BODY + 1];
         assert_eq!(parse_change(&huge, Shape::Create).unwrap_err().status, 413);
     }

@@ -10,7 +10,7 @@ use dapr_http::{Attempt, Dapr, DaprError, Exhausted, conflict_or, optimistic};
 use serde_json::{Value, json};
 use spin_sdk::http::{Params, Request, Response, Router};
 use spin_sdk::http_component;
-use todo_domain::feed::{self, Decision, EventInfo, FEED_KEY, Feed, SEEN_TTL_SECONDS};
+use todo_domain::feed::{self, Decision, EventInfo, FEED_KEY, Feed};
 use todo_domain::list;
 use todo_domain::todo::CREATED;
 
@@ -23,6 +23,8 @@ struct Config {
     pubsub: String,
     topic: String,
     store: String,
+    /// Seconds an event's "seen" marker is kept.
+    seen_ttl: u64,
 }
 
 fn config() -> Result<Config, String> {
@@ -32,6 +34,7 @@ fn config() -> Result<Config, String> {
         pubsub: v("pubsub_name")?,
         topic: v("topic")?,
         store: v("activity_store")?,
+        seen_ttl: todo_domain::todo::parse_ttl_seconds("seen_ttl_seconds", &v("seen_ttl_seconds")?)?,
     })
 }
 
@@ -139,7 +142,7 @@ async fn apply_once(
     })
     .await?;
     // Best effort: until it is written, the feed's recent ids stand in for it.
-    if let Err(e) = cfg.dapr.create_state_with_ttl(&cfg.store, &marker, &json!(true), SEEN_TTL_SECONDS).await {
+    if let Err(e) = cfg.dapr.create_state_with_ttl(&cfg.store, &marker, &json!(true), cfg.seen_ttl).await {
         println!("todo-events: marker for event {event_id} not written ({e}); the feed's recent ids cover it");
     }
     Ok(applied)
