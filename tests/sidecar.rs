@@ -87,6 +87,18 @@ fn envelope_fields_and_content_types() {
 }
 
 #[test]
+fn publishing_without_any_pubsub_is_not_found() {
+    // daprd's pubsub adapter exists even with no pubsub component (http.go
+    // validateAndGetPubsubAndTopic): the answer is NotFound, not NotConfigured.
+    let app = TestApp::start(None);
+    let state = STATE_WITH_OUTBOX.split("  metadata:\n  - name: outbox").next().unwrap().to_string();
+    let res = resources(&[("state.yaml", &state)]);
+    let host = start_sidecar(&app, &res);
+    let a = publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (404, Some("ERR_PUBSUB_NOT_FOUND")), "{}", a.body);
+}
+
+#[test]
 fn publish_errors_match_daprd() {
     let app = TestApp::start(None);
     let scoped = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: scoped\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n  - name: publishingScopes\n    value: \"todo=allowed\"\n";
@@ -96,6 +108,11 @@ fn publish_errors_match_daprd() {
     assert_eq!(a.status, 404);
     assert_eq!(a.json()["errorCode"], "ERR_PUBSUB_NOT_FOUND");
     assert_eq!(a.json()["message"], "pubsub nope is not found");
+    // Any other route reaches daprd's fallback, service invocation (directmessaging.go
+    // onDirectMessage), which finds no app id.
+    let a = get(&host.url("/v1.0/nothing/here"));
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (404, Some("ERR_DIRECT_INVOKE")));
+    assert_eq!(a.json()["message"], "failed getting app id either from the URL path or the header dapr-app-id");
     let a = publish(&host, "/v1.0/publish/pubsub/t?metadata.rawPayload=maybe", "text/plain", "x");
     assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_PUBSUB_REQUEST_METADATA")));
     let a = publish(&host, "/v1.0/publish/pubsub/t", "application/cloudevents+json", "{not json");
@@ -348,8 +365,11 @@ fn api_tokens_and_health() {
     );
     wait_healthy(&host, WAIT);
 
+    // As Go's http.Error in daprd's APITokenAuthMiddleware writes it.
     let a = publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
-    assert_eq!((a.status, a.body.as_str()), (401, "invalid api token"));
+    assert_eq!((a.status, a.body.as_str()), (401, "invalid api token\n"));
+    assert_eq!(a.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
     let a = send("POST", &host.url("/v1.0/publish/pubsub/t"), &[("dapr-api-token", "api-secret")], "x");
     assert_eq!(a.status, 204);
     let got = app.wait_calls("/t", 1, WAIT);

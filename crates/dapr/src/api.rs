@@ -95,8 +95,11 @@ impl Sidecar {
             && !is_health
             && parts.headers.get("dapr-api-token").and_then(|v| v.to_str().ok()) != Some(token.as_str())
         {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"invalid api token")));
+            // As Go's http.Error writes it.
+            let mut r = Response::new(Full::new(Bytes::from_static(b"invalid api token\n")));
             *r.status_mut() = StatusCode::UNAUTHORIZED;
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+            r.headers_mut().insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
             return r;
         }
         let limit = match self.cfg.max_body_size {
@@ -159,14 +162,13 @@ impl Sidecar {
                     Err(e) => error(e),
                 }
             }
-            _ => empty(StatusCode::NOT_FOUND),
+            // daprd's fallback route is service invocation, which finds no app id here.
+            _ => error(ApiError::direct_invoke_no_app_id()),
         }
     }
 
     fn check_publish(&self, pubsub: &str, topic: &str) -> Result<Arc<dyn spindapr_dapr_components::pubsub::PubSub>, ApiError> {
-        if self.pubsubs.is_empty() {
-            return Err(ApiError::pubsub_not_configured(pubsub));
-        }
+        // daprd's pubsub adapter always exists: no pubsub at all is "not found" too.
         if pubsub.is_empty() {
             return Err(ApiError::pubsub_empty());
         }

@@ -38,10 +38,6 @@ impl ApiError {
     }
 
     // Pub/sub.
-    pub fn pubsub_not_configured(name: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "ERR_PUBSUB_NOT_CONFIGURED", format!("pubsub {name} is not configured"))
-            .with_reason("DAPR_PUBSUB_NOT_CONFIGURED")
-    }
     pub fn pubsub_empty() -> Self {
         Self::new(StatusCode::NOT_FOUND, "ERR_PUBSUB_EMPTY", "pubsub name is empty").with_reason("DAPR_PUBSUB_NAME_EMPTY")
     }
@@ -116,6 +112,11 @@ impl ApiError {
     }
     pub fn not_supported_state_operation(op: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ERR_NOT_SUPPORTED_STATE_OPERATION", format!("operation type {op} not supported"))
+    }
+
+    // Service invocation (daprd's fallback for any other route).
+    pub fn direct_invoke_no_app_id() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ERR_DIRECT_INVOKE", "failed getting app id either from the URL path or the header dapr-app-id")
     }
 
     // Health and auth.

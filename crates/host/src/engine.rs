@@ -56,7 +56,9 @@ pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
             // Memory use is capped per store by the limiter; the slot only bounds it.
             .max_memory_size(4 * GB)
             .linear_memory_keep_resident(2 * MB)
-            .table_keep_resident(MB / 2);
+            .table_keep_resident(MB / 2)
+            // Reset only the pages an instance dirtied (Linux 6.7+), not all it kept.
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         tracing::debug!(instances = n, "pooling allocator enabled");
     } else if opts.pooling {
