@@ -275,8 +275,26 @@ fn state_etags_bulk_and_errors() {
         let a = save(bad);
         assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_MALFORMED_REQUEST")), "body {bad:?}");
     }
-    let a = save(r#"[{"key":"","value":1}]"#);
-    assert_eq!(a.status, 400);
+    // daprd's onPostState checks every item before writing any: one missing key, 400
+    // with exactly its message, and nothing saved.
+    let a = save(r#"[{"key":"first","value":1},{"key":"","value":1}]"#);
+    assert_eq!((a.status, a.json()), (400, json!({"errorCode": "ERR_MALFORMED_REQUEST", "message": "\"key\" is a required field"})));
+    assert_eq!(get(&host.url("/v1.0/state/statestore/first")).status, 204);
+    // contrib's in-memory doSet: only a positive ttlInSeconds expires; `?metadata.*` is
+    // merged into each item (onPostState's maps.Copy), the query winning.
+    assert_eq!(save(r#"[{"key":"ttl0","value":1,"metadata":{"ttlInSeconds":"0"}}]"#).status, 204);
+    assert_eq!(get(&host.url("/v1.0/state/statestore/ttl0")).status, 200);
+    let a = send(
+        "POST",
+        &host.url("/v1.0/state/statestore?metadata.ttlInSeconds=1"),
+        &[("content-type", "application/json")],
+        r#"[{"key":"q","value":1,"metadata":{"ttlInSeconds":"0"}}]"#,
+    );
+    assert_eq!(a.status, 204);
+    assert_eq!(get(&host.url("/v1.0/state/statestore/q")).status, 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&host.url("/v1.0/state/statestore/q")).status, 204, "the query's TTL of 1 s applied");
+    assert_eq!(get(&host.url("/v1.0/state/statestore/ttl0")).status, 200);
     let a = save(r#"[{"key":"a||b","value":1}]"#);
     assert_eq!(a.status, 400);
     let a = send("POST", &host.url("/v1.0/state/nope"), &[], "[]");

@@ -148,7 +148,7 @@ impl Sidecar {
                     Err(e) => error(e),
                 }
             }
-            (["v1.0", "state", store], &Method::POST | &Method::PUT) => match self.state_save(&decode(store), &body).await {
+            (["v1.0", "state", store], &Method::POST | &Method::PUT) => match self.state_save(&decode(store), &body, query).await {
                 Ok(()) => empty(StatusCode::NO_CONTENT),
                 Err(e) => error(e),
             },
@@ -344,11 +344,21 @@ impl Sidecar {
         }
     }
 
-    async fn state_save(&self, store: &str, body: &[u8]) -> Result<(), ApiError> {
+    /// daprd's onPostState: every item is checked (and the `metadata.*` query merged into
+    /// its metadata, the query winning) before any is written.
+    async fn state_save(&self, store: &str, body: &[u8], query: Option<&str>) -> Result<(), ApiError> {
         let entry = self.store(store)?;
         let reqs = parse_items(body)?;
-        for r in reqs {
-            let req = self.set_request(entry, r)?;
+        let md = query_metadata(query);
+        let mut sets = Vec::with_capacity(reqs.len());
+        for mut r in reqs {
+            if r.key.is_empty() {
+                return Err(ApiError::malformed_plain("\"key\" is a required field"));
+            }
+            r.metadata.extend(md.iter().map(|(k, v)| (k.clone(), v.clone())));
+            sets.push(self.set_request(entry, r)?);
+        }
+        for req in sets {
             entry.store.set(req).await.map_err(|e| match e {
                 StateError::EtagMismatch(_) => ApiError::state_save(StatusCode::CONFLICT, store, e),
                 StateError::InvalidEtag(_) => ApiError::state_save(StatusCode::BAD_REQUEST, store, e),

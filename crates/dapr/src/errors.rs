@@ -92,6 +92,10 @@ impl ApiError {
     pub fn body_read(err: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ERR_BODY_READ", format!("failed to read request body: {err}"))
     }
+    /// `messages.NewAPIErrorHTTP(msg, ERR_MALFORMED_REQUEST, 400)`: no ErrorInfo details.
+    pub fn malformed_plain(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", message)
+    }
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", message).with_reason("DAPR_STATE_ILLEGAL_KEY")
     }

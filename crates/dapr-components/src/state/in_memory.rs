@@ -87,8 +87,9 @@ fn change(current: Option<&Entry>, op: &Operation) -> Result<Change, StateError>
     match op {
         Operation::Upsert(r) => {
             check_etag(&r.key, current, &r.etag, &r.concurrency)?;
-            // A TTL too far out for the clock means never (no overflow).
-            let expires = ttl(&r.metadata)?.and_then(|d| Instant::now().checked_add(d));
+            // As contrib's in-memory store, only a positive TTL expires; one too far out
+            // for the clock means never (no overflow).
+            let expires = ttl(&r.metadata)?.filter(|d| !d.is_zero()).and_then(|d| Instant::now().checked_add(d));
             Ok(Change::Put(Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires }))
         }
         Operation::Delete(r) => {
@@ -222,37 +223,37 @@ mod tests {
         assert_eq!(s.get("b").await.unwrap().unwrap().data, "2");
     }
 
-    #[tokio::test]
-    async fn ttl_expires_entries() {
-        let s = InMemoryState::default();
-        let mut r = set("t", "v", None, Concurrency::LastWrite);
-        r.metadata.insert("ttlInSeconds".into(), "0".into());
-        s.set(r).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert!(s.get("t").await.unwrap().is_none());
-        // A TTL the clock cannot reach is kept, never expiring (no overflow).
-        let mut r = set("far", "v", None, Concurrency::LastWrite);
-        r.metadata.insert("ttlInSeconds".into(), i64::MAX.to_string());
-        s.set(r).await.unwrap();
-        assert!(s.get("far").await.unwrap().is_some());
+    fn with_ttl(key: &str, v: &str, secs: &str) -> SetRequest {
+        let mut r = set(key, v, None, Concurrency::LastWrite);
+        r.metadata.insert("ttlInSeconds".into(), secs.into());
+        r
     }
 
+    /// As contrib's in-memory store (`doSet`: only `ttlInSeconds > 0` sets an expiry),
+    /// then expiry and eviction of what expired. One test: it waits a real second.
     #[tokio::test]
-    async fn expired_entries_are_evicted_by_later_writes() {
+    async fn ttls_expire_and_expired_entries_are_evicted() {
         let s = InMemoryState::default();
+        // 0, negative and unreachable TTLs never expire (no overflow either).
+        s.set(with_ttl("zero", "v", "0")).await.unwrap();
+        s.set(with_ttl("negative", "v", "-5")).await.unwrap();
+        s.set(with_ttl("far", "v", &i64::MAX.to_string())).await.unwrap();
         for i in 0..1000 {
-            let mut r = set(&format!("t{i}"), "v", None, Concurrency::LastWrite);
-            r.metadata.insert("ttlInSeconds".into(), "0".into());
-            s.set(r).await.unwrap();
+            s.set(with_ttl(&format!("t{i}"), "v", "1")).await.unwrap();
         }
         // Overwritten without a TTL: its stale expiry must not evict it.
         s.set(set("t5", "kept", None, Concurrency::LastWrite)).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(s.get("t7").await.unwrap().is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert!(s.get("t7").await.unwrap().is_none());
         for i in 0..200 {
             s.set(set(&format!("live{i}"), "v", None, Concurrency::LastWrite)).await.unwrap();
         }
-        // 200 writes evict up to 8 each: all 1000 expired entries are gone.
-        assert_eq!(s.map.lock().await.held(), 201);
+        // 200 writes evict up to 8 each: all 999 expired entries are gone.
+        assert_eq!(s.map.lock().await.held(), 204);
         assert_eq!(s.get("t5").await.unwrap().unwrap().data, "kept");
+        for k in ["zero", "negative", "far"] {
+            assert!(s.get(k).await.unwrap().is_some(), "{k}");
+        }
     }
 }
