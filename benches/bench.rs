@@ -216,7 +216,10 @@ fn bench_host() {
         println!("|------------------|-----|-----------|----------|----------|");
         let (ra, _, pa) = row("spindapr up", &a);
         let (rb, _, pb) = row("wasmtime serve", &b);
-        println!("ratio req/s {:.2}×; p99 difference {:+.0} µs (medians of 3 rounds × 8 s)\n", ra / rb, pa - pb);
+        println!("ratio req/s {:.2}×; p99 difference {:+.0} µs (medians of 3 rounds × 8 s)", ra / rb, pa - pb);
+        // Every round, so the spread shows.
+        let rounds: Vec<String> = a.iter().zip(&b).map(|(x, y)| format!("{:.0} vs {:.0} ({:.2}×)", x.rps, y.rps, x.rps / y.rps)).collect();
+        println!("rounds (req/s, ours vs wasmtime serve): {}\n", rounds.join("; "));
     }
     drop(theirs);
     drop(ours);
