@@ -96,6 +96,10 @@ fn publishing_without_any_pubsub_is_not_found() {
     let host = start_sidecar(&app, &res);
     let a = publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
     assert_eq!((a.status, a.json()["errorCode"].as_str()), (404, Some("ERR_PUBSUB_NOT_FOUND")), "{}", a.body);
+    // And, as subscriber.go initProgrammaticSubscriptions, the app is never asked for
+    // its subscriptions.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(app.calls("/dapr/subscribe").is_empty());
 }
 
 #[test]

@@ -172,6 +172,12 @@ impl Sidecar {
         let Some(app) = self.app.clone() else {
             return Ok(());
         };
+        // As daprd's initProgrammaticSubscriptions: with no pubsub there is nothing to
+        // subscribe to, and the app is not asked.
+        if self.pubsubs.is_empty() {
+            self.ready.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         let programmatic = loop {
             match app.get_subscribe().await {
                 Ok((200, body)) => {
