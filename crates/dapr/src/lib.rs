@@ -53,9 +53,6 @@ pub struct SidecarConfig {
     pub max_body_size: u64,
 }
 
-/// daprd's default `--max-body-size`, 4Mi.
-pub const DEFAULT_MAX_BODY_SIZE: u64 = 4 << 20;
-
 /// A Kubernetes resource quantity as daprd's `--max-body-size` reads it, in bytes:
 /// a whole or decimal number with an optional binary (`Ki`, `Mi`, `Gi`, `Ti`) or decimal
 /// (`k`, `M`, `G`, `T`) suffix, rounded up to a whole byte.
@@ -140,17 +137,15 @@ impl Sidecar {
                 _ => {}
             }
         }
-        let mut outboxes = Vec::new();
         let states = states
             .into_iter()
             .map(|(name, (store, c))| {
                 let outbox = outbox_of(&c, &cfg.app_id, &store, &pubsubs)?.map(Arc::new);
-                outboxes.extend(outbox.clone());
                 Ok((name, StateEntry { store, component: c, outbox, warned_no_outbox: AtomicBool::new(false) }))
             })
             .collect::<anyhow::Result<HashMap<_, _>>>()?;
         // As daprd, the internal outbox topics are subscribed at start, app or no app.
-        for o in outboxes {
+        for o in states.values().filter_map(|s| s.outbox.as_ref()) {
             o.subscribe().await.context("subscribing to the internal outbox topic")?;
         }
         let app =

@@ -30,7 +30,7 @@ use crate::cloudevents;
 /// How long a marker may stay unpublished (or absent) before a sidecar that did not
 /// commit the transaction acts on it: the committing sidecar publishes within
 /// milliseconds, so only a crashed or cut-off one leaves it that long.
-pub(crate) const GRACE: Duration = Duration::from_secs(2);
+const GRACE: Duration = Duration::from_secs(2);
 /// How often the marker is looked at during [`GRACE`].
 const POLL: Duration = Duration::from_millis(20);
 /// How long a sidecar remembers the outcome of its own transactions (their internal
@@ -144,13 +144,7 @@ impl Outbox {
                 self.set_phase(&id, Phase::Failed);
                 return Err(e);
             }
-            ops.push(Operation::Upsert(SetRequest {
-                key: id.clone(),
-                value: Bytes::from_static(PENDING),
-                etag: None,
-                concurrency: Concurrency::LastWrite,
-                metadata: BTreeMap::new(),
-            }));
+            ops.push(Operation::Upsert(marker(&id, PENDING)));
             pending.events.push((id, ce));
         }
         Ok((ops, pending))
