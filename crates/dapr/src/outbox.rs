@@ -204,6 +204,13 @@ impl Outbox {
             }
         };
         let id = ce.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        // The internal topic is an ordinary topic anyone with API access can publish to:
+        // act only on ids shaped as this outbox writes them, so a forged message cannot
+        // name (and have deleted) any other state key.
+        if !is_marker_key(&id) {
+            tracing::warn!(topic = %self.internal_topic, id = %id.chars().take(80).collect::<String>(), "outbox: dropping an internal message whose id is not an outbox marker");
+            return Ok(());
+        }
         ce.insert("topic".into(), Value::String(self.settings.publish_topic.clone()));
         ce.insert("pubsubname".into(), Value::String(self.settings.publish_pubsub.clone()));
         let mut done = {
@@ -269,9 +276,17 @@ impl Outbox {
                     self.remove_marker(id).await;
                     return;
                 }
-                Some(_) if waited => {
-                    self.publish_until_done(ce).await;
-                    self.remove_marker(id).await;
+                Some(m) if m.data.as_ref() == PENDING => {
+                    if waited {
+                        self.publish_until_done(ce).await;
+                        self.remove_marker(id).await;
+                        return;
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                // Not a value this outbox writes: not ours to publish or delete.
+                Some(_) => {
+                    tracing::warn!(marker = %id, "outbox: the marker's key holds something else; leaving it and publishing nothing");
                     return;
                 }
                 None if waited => {
@@ -347,6 +362,11 @@ impl Outbox {
     }
 }
 
+/// Whether `id` is a marker key as `prepare` makes them: `outbox-<uuid>`.
+fn is_marker_key(id: &str) -> bool {
+    id.strip_prefix("outbox-").is_some_and(|u| uuid::Uuid::try_parse(u).is_ok())
+}
+
 fn marker(id: &str, value: &'static [u8]) -> SetRequest {
     SetRequest {
         key: id.to_string(),
@@ -415,8 +435,13 @@ mod tests {
         Arc::new(Outbox::new(settings, "app", f.store.clone(), f.publish.clone(), f.internal.clone(), true))
     }
 
+    /// The marker key (and event id) of test event `n`, shaped as `prepare` makes them.
+    fn key(n: u32) -> String {
+        format!("outbox-00000000-0000-4000-8000-{n:012}")
+    }
+
     fn event(n: u32) -> BTreeMap<String, Value> {
-        let id = format!("outbox-{n}");
+        let id = key(n);
         [("id", Value::String(id)), ("topic", "todos".into()), ("pubsubname", "pubsub".into()), ("data", n.into())]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -455,7 +480,7 @@ mod tests {
         settle().await;
         assert_eq!(data(&f.seen), vec![0, 1, 2, 3, 4]);
         for n in 0..5 {
-            assert!(f.store.get(&format!("outbox-{n}")).await.unwrap().is_none(), "marker {n} left behind");
+            assert!(f.store.get(&key(n)).await.unwrap().is_none(), "marker {n} left behind");
         }
         let ce = &f.seen.lock().unwrap()[0];
         assert_eq!((ce["topic"].as_str(), ce["pubsubname"].as_str()), (Some("todos"), Some("pubsub")));
@@ -472,11 +497,11 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert!(data(&f.seen).is_empty());
-        assert!(f.store.get("outbox-0").await.unwrap().is_some(), "the marker stays until published");
+        assert!(f.store.get(&key(0)).await.unwrap().is_some(), "the marker stays until published");
         f.publish.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(data(&f.seen), vec![0, 1, 2]);
-        assert!(f.store.get("outbox-2").await.unwrap().is_none());
+        assert!(f.store.get(&key(2)).await.unwrap().is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -493,7 +518,7 @@ mod tests {
         o.finish(pending, false).await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(data(&f.seen).is_empty());
-        assert!(f.store.get("outbox-7").await.unwrap().is_none());
+        assert!(f.store.get(&key(7)).await.unwrap().is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -502,9 +527,9 @@ mod tests {
         // The message as a crashed sidecar left it: committed (marker "0"), not published.
         let crashed = outbox(&f);
         let (ops, _pending) = crashed.prepare(vec![event(1), event(2), event(3)]).await.unwrap();
-        let ops: Vec<Operation> = ops.into_iter().filter(|op| !matches!(op, Operation::Upsert(r) if r.key == "outbox-3")).collect();
+        let ops: Vec<Operation> = ops.into_iter().filter(|op| !matches!(op, Operation::Upsert(r) if r.key == key(3))).collect();
         f.store.multi(ops).await.unwrap();
-        f.store.set(marker("outbox-2", PUBLISHED)).await.unwrap();
+        f.store.set(marker(&key(2), PUBLISHED)).await.unwrap();
         // A fresh sidecar (no memory of them) handles the internal messages.
         let fresh = outbox(&f);
         for n in 1..=3 {
@@ -521,7 +546,27 @@ mod tests {
         // 1 was pending: published; 2 was published already; 3 never committed.
         assert_eq!(data(&f.seen), vec![1]);
         for n in 1..=3 {
-            assert!(f.store.get(&format!("outbox-{n}")).await.unwrap().is_none());
+            assert!(f.store.get(&key(n)).await.unwrap().is_none());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forged_internal_message_publishes_and_deletes_nothing() {
+        let f = fixture().await;
+        let o = outbox(&f);
+        // Ids naming an ordinary key, and a marker-shaped key holding something else.
+        f.store.set(marker("todo-1", PENDING)).await.unwrap();
+        f.store.set(SetRequest { value: Bytes::from_static(b"{\"mine\":true}"), ..marker(&key(9), PENDING) }).await.unwrap();
+        for id in ["todo-1".to_string(), "outbox-".to_string(), "".to_string(), key(9)] {
+            let mut forged = event(9);
+            forged.insert("id".into(), Value::String(id));
+            let msg =
+                Message { topic: "appTodosoutbox".into(), data: Bytes::from(cloudevents::to_go_json(&forged)), metadata: BTreeMap::new() };
+            o.handle(msg).await.unwrap();
+        }
+        settle().await;
+        assert!(data(&f.seen).is_empty());
+        assert!(f.store.get("todo-1").await.unwrap().is_some());
+        assert_eq!(f.store.get(&key(9)).await.unwrap().unwrap().data.as_ref(), b"{\"mine\":true}");
     }
 }
