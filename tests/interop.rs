@@ -1,5 +1,6 @@
 //! Interop: the official Dapr JS SDK (`@dapr/dapr`, HTTP protocol) runs a publish /
-//! subscribe / state round trip against this sidecar (tests/interop/interop.js).
+//! subscribe, bulk publish / bulk subscribe and state round trip against this sidecar
+//! (tests/interop/interop.js).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;

@@ -458,3 +458,112 @@ fn raw_payload_subscriptions_always_get_the_bytes_wrapped() {
     assert_eq!((ce["source"].as_str(), ce["datacontenttype"].as_str()), (Some("Dapr"), Some("application/octet-stream")));
     assert_eq!((ce["topic"].as_str(), ce["pubsubname"].as_str(), ce["specversion"].as_str()), (Some("raw"), Some("pubsub"), Some("1.0")));
 }
+
+/// Bulk subscribe (#12 item 2), as daprd's pkg/runtime/subscription/bulksubscription.go
+/// and postman/http DeliverBulk deliver it, with the in-memory broker (whose serial
+/// worker makes every batch one entry, flushed maxAwaitDurationMs after it arrived, as
+/// daprd's tests/integration/suite/daprd/pubsub/bulksubscribe/timerflush.go asserts).
+#[test]
+fn bulk_subscriptions_get_daprds_envelope_and_statuses() {
+    let subs = json!([
+        {"pubsubname": "pubsub", "topic": "orders", "route": "/bulk",
+         "bulkSubscribe": {"enabled": true, "maxMessagesCount": 3, "maxAwaitDurationMs": 300}},
+        {"pubsubname": "pubsub", "topic": "mixed", "route": "/mixed", "deadLetterTopic": "dlq",
+         "BulkSubscribe": {"Enabled": true, "maxAwaitDurationMs": 50}},
+        {"pubsubname": "pubsub", "topic": "flaky", "route": "/flaky", "bulkSubscribe": {"enabled": true, "maxAwaitDurationMs": 20}},
+        {"pubsubname": "pubsub", "topic": "gone", "route": "/gone", "deadLetterTopic": "dlq", "bulkSubscribe": {"enabled": true, "maxAwaitDurationMs": 20}},
+        {"pubsubname": "pubsub", "topic": "raw", "route": "/raw", "metadata": {"rawPayload": "true"}, "bulkSubscribe": {"enabled": true, "maxAwaitDurationMs": 20}},
+        {"pubsubname": "pubsub", "topic": "off", "route": "/off", "bulkSubscribe": {"enabled": false}},
+        {"pubsubname": "pubsub", "topic": "dlq", "route": "/dlq"}
+    ]);
+    let app = TestApp::start(Some(subs));
+    app.script("/bulk", &[(200, "@bulk:SUCCESS")]);
+    app.script("/mixed", &[(200, "@bulk:data")]);
+    // An empty status is a retry here (single delivery would take it as success).
+    app.script("/flaky", &[(200, "@bulk:"), (200, "@bulk:SUCCESS")]);
+    app.script("/gone", &[(404, "")]);
+    app.script("/raw", &[(200, "@bulk:SUCCESS")]);
+    let res = resources(&[
+        ("pubsub.yaml", PUBSUB),
+        ("res.yaml", &resiliency("        policy: constant\n        duration: 50ms\n        maxRetries: 2")),
+    ]);
+    let host = start_sidecar(&app, &res);
+
+    // The envelope: POST as application/json, `pubsubName` header, Go's key order, each
+    // entry the CloudEvent as Go re-marshals it (numbers through float64).
+    let start = std::time::Instant::now();
+    publish(&host, "/v1.0/publish/pubsub/orders?metadata.k=v", "application/json", r#"{"n":12345678901234567890}"#);
+    let got = app.wait_calls("/bulk", 1, WAIT);
+    assert!(start.elapsed() >= Duration::from_millis(210), "flushed after maxAwaitDurationMs: {:?}", start.elapsed());
+    let req = &got[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("pubsubname"), Some("pubsub"));
+    let body = String::from_utf8(req.body.clone()).unwrap();
+    assert!(body.starts_with(r#"{"entries":[{"entryId":""#), "{body}");
+    assert!(body.contains(r#""metadata":{"k":"v"},"contentType":"application/cloudevents+json"}],"id":""#), "{body}");
+    assert!(
+        body.ends_with(r#","metadata":{"pubsubName":"pubsub"},"pubsubname":"pubsub","topic":"orders","type":"com.dapr.event.sent.bulk"}"#),
+        "{body}"
+    );
+    let env = req.json();
+    assert_eq!(env["entries"].as_array().unwrap().len(), 1, "in-memory: one entry per batch");
+    assert!(body.contains(r#""data":{"n":12345678901234567000}"#), "numbers through float64: {body}");
+    assert_eq!(env["entries"][0]["event"]["topic"], "orders");
+
+    // Per-entry statuses: SUCCESS acked, DROP and RETRY (no retry policy on "mixed"'s
+    // answers beyond the component's, which retries it) end at the dead-letter topic.
+    publish(&host, "/v1.0/publish/pubsub/mixed", "application/json", r#"{"s":"SUCCESS"}"#);
+    publish(&host, "/v1.0/publish/pubsub/mixed", "application/json", r#"{"s":"DROP"}"#);
+    publish(&host, "/v1.0/publish/pubsub/mixed", "application/json", r#"{"s":"RETRY"}"#);
+    let dlq = app.wait_calls("/dlq", 2, WAIT);
+    let mut dead: Vec<String> = dlq.iter().map(|r| r.json()["data"]["s"].as_str().unwrap().to_string()).collect();
+    dead.sort();
+    assert_eq!(dead, ["DROP", "RETRY"]);
+    // SUCCESS once, DROP once, RETRY 1 + 2 retries, each retry carrying only that entry
+    // under the same envelope id.
+    let mixed = app.calls("/mixed");
+    assert_eq!(mixed.len(), 5, "{}", host.logs());
+    let retried: Vec<_> = mixed.iter().filter(|r| r.json()["entries"][0]["event"]["data"]["s"] == "RETRY").collect();
+    assert_eq!(retried.len(), 3);
+    assert_eq!(retried[0].json()["id"], retried[2].json()["id"]);
+
+    // An empty status: retried, then acked.
+    publish(&host, "/v1.0/publish/pubsub/flaky", "text/plain", "x");
+    assert_eq!(app.wait_calls("/flaky", 2, WAIT).len(), 2);
+    // 404: acked without retry and without the dead-letter topic.
+    publish(&host, "/v1.0/publish/pubsub/gone", "text/plain", "y");
+    app.wait_calls("/gone", 1, WAIT);
+    // rawPayload: the entry is the base64 of the broker's bytes, as octet-stream.
+    publish(&host, "/v1.0/publish/pubsub/raw?metadata.rawPayload=true", "text/plain", "hello");
+    let raw = app.wait_calls("/raw", 1, WAIT)[0].json();
+    assert_eq!(raw["entries"][0]["event"], "aGVsbG8=");
+    assert_eq!(raw["entries"][0]["contentType"], "application/octet-stream");
+    // enabled: false is an ordinary subscription.
+    publish(&host, "/v1.0/publish/pubsub/off", "text/plain", "z");
+    let off = app.wait_calls("/off", 1, WAIT);
+    assert_eq!(off[0].header("content-type"), Some("application/cloudevents+json"));
+    assert_eq!(off[0].json()["data"], "z");
+
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/flaky").len(), 2);
+    assert_eq!(app.calls("/gone").len(), 1);
+    assert_eq!(app.calls("/dlq").len(), 2, "a 404 is not dead-lettered in bulk");
+}
+
+/// A programmatic bulkSubscribe with a value of the wrong type fails the whole list, as
+/// Go's decoder does in GetSubscriptionsHTTP: no subscription at all.
+#[test]
+fn a_mistyped_bulk_subscribe_fails_the_whole_list() {
+    let subs = json!([
+        {"pubsubname": "pubsub", "topic": "a", "route": "/a"},
+        {"pubsubname": "pubsub", "topic": "b", "route": "/b", "bulkSubscribe": {"enabled": true, "maxMessagesCount": "5"}}
+    ]);
+    let app = TestApp::start(Some(subs));
+    let res = resources(&[("pubsub.yaml", PUBSUB)]);
+    let host = start_sidecar(&app, &res);
+    publish(&host, "/v1.0/publish/pubsub/a", "text/plain", "x");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(app.calls("/a").is_empty());
+    assert!(host.logs().contains("not a subscription list"), "{}", host.logs());
+}

@@ -1,6 +1,6 @@
 //! A scripted app for the sidecar tests: answers `GET /dapr/subscribe` with a fixed
-//! list, records every other request (path, headers, body), and answers each path from
-//! a script of (status, body) pairs, the last one repeating.
+//! list, records every other request (method, path, headers, body), and answers each
+//! path from a script of (status, body) pairs, the last one repeating.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -112,7 +113,7 @@ fn serve(stream: std::net::TcpStream, rec: Arc<Mutex<Vec<Received>>>, scr: Arc<M
                 None => (404, String::new()),
             }
         } else {
-            rec.lock().unwrap().push(Received { path: path.clone(), headers, body });
+            rec.lock().unwrap().push(Received { method: method.clone(), path: path.clone(), headers, body: body.clone() });
             let mut scr = scr.lock().unwrap();
             match scr.get_mut(&path) {
                 Some(list) if list.len() > 1 => list.remove(0),
@@ -125,6 +126,26 @@ fn serve(stream: std::net::TcpStream, rec: Arc<Mutex<Vec<Received>>>, scr: Arc<M
             Some((ms, rest)) => {
                 std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
                 rest.to_string()
+            }
+            None => answer,
+        };
+        // "@bulk:<STATUS>" answers a bulk delivery with STATUS for every entry sent;
+        // "@bulk:data" takes each entry's status from its event's `data.s` (else SUCCESS).
+        let answer = match answer.strip_prefix("@bulk:") {
+            Some(how) => {
+                let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let entries = req["entries"].as_array().cloned().unwrap_or_default();
+                let statuses: Vec<serde_json::Value> = entries
+                    .iter()
+                    .map(|e| {
+                        let status = match how {
+                            "data" => e["event"]["data"]["s"].as_str().unwrap_or("SUCCESS").to_string(),
+                            s => s.to_string(),
+                        };
+                        serde_json::json!({"entryId": e["entryId"], "status": status})
+                    })
+                    .collect();
+                serde_json::json!({ "statuses": statuses }).to_string()
             }
             None => answer,
         };

@@ -1,5 +1,6 @@
 // Interop check: the official Dapr JS SDK (HTTP protocol) against the spindapr sidecar.
-// Publish, subscribe (DaprServer), state save/get/delete, bulk get and a transaction.
+// Publish, subscribe (DaprServer), bulk publish and bulk subscribe, state save/get/delete,
+// bulk get and a transaction.
 // Environment: DAPR_HTTP_PORT (the sidecar), APP_PORT (where this script's DaprServer listens).
 const { DaprServer, DaprClient, CommunicationProtocolEnum } = require("@dapr/dapr");
 const assert = require("node:assert/strict");
@@ -14,6 +15,12 @@ async function main() {
   await server.pubsub.subscribe("pubsub", "orders", async (data, headers) => {
     received.push({ data, headers });
   });
+  // Bulk subscribe: daprd batches and posts com.dapr.event.sent.bulk envelopes, which
+  // the SDK unpacks entry by entry and answers with per-entry statuses.
+  const bulkReceived = [];
+  await server.pubsub.subscribeBulk("pubsub", "bulk-orders", async (data) => {
+    bulkReceived.push(data);
+  }, { maxMessagesCount: 10, maxAwaitDurationMs: 100 });
   await server.start();
 
   const client = new DaprClient(clientOptions);
@@ -34,6 +41,21 @@ async function main() {
     await new Promise((r) => setTimeout(r, 25));
   }
   assert.deepEqual(received[0].data, { orderId: 42, item: "<widget>" });
+
+  // Bulk publish (the SDK sends `entryID`, read case-insensitively as Go does): a
+  // string, an object and a CloudEvent, each through the bulk subscription.
+  const bulkPub = await client.pubsub.publishBulk("pubsub", "bulk-orders", [
+    "plain text",
+    { orderId: 7 },
+    { specversion: "1.0", id: "ce-1", source: "interop", type: "com.example.order", datacontenttype: "application/json", data: { orderId: 8 } },
+  ]);
+  assert.deepEqual(bulkPub.failedMessages, [], "bulk publish failed: " + JSON.stringify(bulkPub));
+  for (let i = 0; bulkReceived.length < 3; i++) {
+    if (i > 200) throw new Error("bulk events never arrived: " + JSON.stringify(bulkReceived));
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const byOrder = (x) => JSON.stringify(x);
+  assert.deepEqual(bulkReceived.map(byOrder).sort(), ["plain text", { orderId: 7 }, { orderId: 8 }].map(byOrder).sort());
 
   await client.state.save("statestore", [
     { key: "k1", value: { hello: "world" } },

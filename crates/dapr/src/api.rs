@@ -235,6 +235,7 @@ impl Sidecar {
         struct Entry {
             #[serde(default, deserialize_with = "null_default")]
             entry_id: String,
+            #[serde(default)]
             event: Value,
             #[serde(default, deserialize_with = "null_default")]
             content_type: String,
@@ -243,7 +244,11 @@ impl Sidecar {
         }
         let ps = self.check_publish(pubsub, topic)?;
         let req_md = query_metadata(query);
-        let entries: Vec<Entry> = serde_json::from_slice(body).map_err(|e| ApiError::pubsub_unmarshal_events(topic, pubsub, e))?;
+        // Keys as Go's decoder reads them: the JS SDK sends `entryID`.
+        let entries: Vec<Entry> = serde_json::from_slice::<Value>(body)
+            .map(|v| crate::go_json::fold(v, &crate::go_json::BULK_PUBLISH))
+            .and_then(serde_json::from_value)
+            .map_err(|e| ApiError::pubsub_unmarshal_events(topic, pubsub, e))?;
         let mut ids = std::collections::HashSet::new();
         for e in &entries {
             if e.entry_id.is_empty() || !ids.insert(e.entry_id.clone()) {

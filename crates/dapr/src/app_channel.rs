@@ -80,9 +80,19 @@ impl AppChannel {
 
     /// Posts an event to `path` and returns the app's status and body.
     pub async fn post_event(&self, path: &str, body: Bytes, headers: &[(String, String)]) -> Result<(u16, Bytes), TransportError> {
+        self.post(path, crate::cloudevents::CLOUDEVENT_CONTENT_TYPE, body, headers).await
+    }
+
+    /// Posts `body` as `content_type` to `path` and returns the app's status and body.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+        headers: &[(String, String)],
+    ) -> Result<(u16, Bytes), TransportError> {
         let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-        let mut req = http::Request::post(format!("http://{}{path}", self.authority))
-            .header("content-type", crate::cloudevents::CLOUDEVENT_CONTENT_TYPE);
+        let mut req = http::Request::post(format!("http://{}{path}", self.authority)).header("content-type", content_type);
         for (k, v) in headers {
             if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
                 req = req.header(k, v);

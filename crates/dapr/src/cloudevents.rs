@@ -251,7 +251,7 @@ fn go_number(n: &serde_json::Number) -> String {
     format!("{mant}e{sign}{:02}", exp.abs())
 }
 
-fn write_string(out: &mut String, s: &str) {
+pub(crate) fn write_string(out: &mut String, s: &str) {
     out.push('"');
     // Copy the runs between characters Go escapes in one go.
     let mut run = 0;

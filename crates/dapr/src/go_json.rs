@@ -55,11 +55,24 @@ pub(crate) const SUBSCRIPTIONS: Shape = Shape::List(&Shape::Struct(&[
     ),
     ("metadata", Shape::Leaf),
     ("deadLetterTopic", Shape::Leaf),
-    ("bulkSubscribe", Shape::Leaf),
+    ("bulkSubscribe", Shape::Struct(&[("enabled", Shape::Leaf), ("maxMessagesCount", Shape::Leaf), ("maxAwaitDurationMs", Shape::Leaf)])),
 ]));
 
 /// An app's answer to a delivery.
 pub(crate) const DELIVERY_ANSWER: Shape = Shape::Struct(&[("status", Shape::Leaf)]);
+
+/// An app's answer to a bulk delivery (contrib's `AppBulkResponse`).
+pub(crate) const BULK_ANSWER: Shape =
+    Shape::Struct(&[("statuses", Shape::List(&Shape::Struct(&[("entryId", Shape::Leaf), ("status", Shape::Leaf)])))]);
+
+/// A bulk publish request's entries (daprd's `bulkPublishMessageEntry`; the JS SDK
+/// sends `entryID`).
+pub(crate) const BULK_PUBLISH: Shape = Shape::List(&Shape::Struct(&[
+    ("entryId", Shape::Leaf),
+    ("event", Shape::Leaf),
+    ("contentType", Shape::Leaf),
+    ("metadata", Shape::Leaf),
+]));
 
 #[cfg(test)]
 mod tests {

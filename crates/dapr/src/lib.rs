@@ -4,6 +4,7 @@
 
 mod api;
 pub mod app_channel;
+mod bulk;
 mod cloudevents;
 mod delivery;
 mod errors;
@@ -202,17 +203,24 @@ impl Sidecar {
                 continue;
             };
             let route = Route::compile(s.clone())?;
-            let d = Arc::new(Delivery {
-                route,
-                pubsub: ps.clone(),
-                app: app.clone(),
-                retry: self.resources.inbound_retry(&s.pubsub),
-                timeout: self.resources.inbound_timeout(&s.pubsub),
-            });
-            let handler: pubsub::Handler = Arc::new(move |m| {
-                let d = d.clone();
-                Box::pin(async move { d.deliver(m).await })
-            });
+            let (retry, timeout) = (self.resources.inbound_retry(&s.pubsub), self.resources.inbound_timeout(&s.pubsub));
+            let handler: pubsub::Handler = match s.bulk {
+                Some(config) => bulk::batching_handler(Arc::new(bulk::BulkDelivery {
+                    route,
+                    pubsub: ps.clone(),
+                    app: app.clone(),
+                    retry,
+                    timeout,
+                    config,
+                })),
+                None => {
+                    let d = Arc::new(Delivery { route, pubsub: ps.clone(), app: app.clone(), retry, timeout });
+                    Arc::new(move |m| {
+                        let d = d.clone();
+                        Box::pin(async move { d.deliver(m).await })
+                    })
+                }
+            };
             ps.subscribe(&s.topic, handler).await.with_context(|| format!("subscribing to {}/{}", s.pubsub, s.topic))?;
             tracing::info!(pubsub = %s.pubsub, topic = %s.topic, "app is subscribed to topic");
         }
@@ -315,6 +323,9 @@ pub(crate) fn parse_programmatic(body: &[u8]) -> Result<Vec<Subscription>, Strin
         metadata: Option<BTreeMap<String, String>>,
         #[serde(default)]
         dead_letter_topic: Option<String>,
+        // Typed as Go's BulkSubscribeJSON: a wrong type fails the whole list, as there.
+        #[serde(default)]
+        bulk_subscribe: Option<resources::BulkSubscribeSpec>,
     }
     #[derive(serde::Deserialize)]
     struct Routes {
@@ -340,6 +351,7 @@ pub(crate) fn parse_programmatic(body: &[u8]) -> Result<Vec<Subscription>, Strin
                 default: r.default,
             });
             Subscription::new(i.pubsubname, i.topic, i.route, routes, i.metadata.unwrap_or_default(), i.dead_letter_topic, false)
+                .with_bulk(i.bulk_subscribe.as_ref())
         })
         .collect())
 }

@@ -156,9 +156,44 @@ pub struct SubscriptionSpec {
     /// `spec.deadLetterTopic`: where a message goes once its delivery has finally failed.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
-    /// `spec.bulkSubscribe`: batched delivery settings (refused here when enabled).
+    /// `spec.bulkSubscribe`: batched delivery settings.
     #[serde(default)]
-    pub bulk_subscribe: Option<serde_norway::Value>,
+    pub bulk_subscribe: Option<BulkSubscribeSpec>,
+}
+
+/// `bulkSubscribe` of a subscription (declarative v1alpha1/v2alpha1, or programmatic).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BulkSubscribeSpec {
+    /// `enabled`: deliver in batches.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `maxMessagesCount`: the most entries in one batch (≤ 0: 100).
+    #[serde(default)]
+    pub max_messages_count: i32,
+    /// `maxAwaitDurationMs`: how long a batch waits for more after its first entry (≤ 0: 1000).
+    #[serde(default)]
+    pub max_await_duration_ms: i32,
+}
+
+impl BulkSubscribeSpec {
+    /// The batching a subscription gets, `None` when not enabled; values ≤ 0 take
+    /// daprd's defaults (pkg/runtime/pubsub/default_bulksub.go: 100 entries, 1000 ms).
+    pub fn config(&self) -> Option<BulkConfig> {
+        self.enabled.then(|| BulkConfig {
+            max_messages: if self.max_messages_count > 0 { self.max_messages_count as usize } else { 100 },
+            max_await: Duration::from_millis(if self.max_await_duration_ms > 0 { self.max_await_duration_ms as u64 } else { 1000 }),
+        })
+    }
+}
+
+/// How a bulk subscription batches its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkConfig {
+    /// A batch is sent once it holds this many entries...
+    pub max_messages: usize,
+    /// ...or this long after its first entry arrived.
+    pub max_await: Duration,
 }
 
 /// A v2 subscription's `routes`: rules tried in order, then a default path.
@@ -201,6 +236,8 @@ pub struct Subscription {
     pub dead_letter_topic: Option<String>,
     /// True for a subscription from a resource file, false for one the app declared.
     pub declarative: bool,
+    /// Batched delivery, when `bulkSubscribe.enabled`.
+    pub bulk: Option<BulkConfig>,
 }
 
 impl Subscription {
@@ -216,7 +253,22 @@ impl Subscription {
     ) -> Self {
         let routes = routes.unwrap_or_default();
         let default_path = routes.default.filter(|d| !d.is_empty()).or(route.filter(|r| !r.is_empty()));
-        Self { pubsub, topic, rules: routes.rules, default_path, metadata, dead_letter_topic: dlq.filter(|d| !d.is_empty()), declarative }
+        Self {
+            pubsub,
+            topic,
+            rules: routes.rules,
+            default_path,
+            metadata,
+            dead_letter_topic: dlq.filter(|d| !d.is_empty()),
+            declarative,
+            bulk: None,
+        }
+    }
+
+    /// With the batching `bulkSubscribe` asks for.
+    pub fn with_bulk(mut self, bulk: Option<&BulkSubscribeSpec>) -> Self {
+        self.bulk = bulk.and_then(BulkSubscribeSpec::config);
+        self
     }
 }
 
@@ -585,16 +637,6 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
                     continue;
                 }
-                if doc.spec.bulk_subscribe.as_ref().and_then(|b| b.get("enabled")).is_some_and(|e| e.as_bool() == Some(true)) {
-                    return Err(err(
-                        line_of("bulkSubscribe:"),
-                        Some("spec.bulkSubscribe".into()),
-                        format!(
-                            "subscription {}: bulk subscribe is not supported by this sidecar yet; remove `bulkSubscribe`",
-                            doc.metadata.name
-                        ),
-                    ));
-                }
                 let s = doc.spec;
                 if s.route.is_none() && s.routes.is_none() {
                     return Err(err(
@@ -603,7 +645,10 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                         format!("subscription {} has neither `route` (v1alpha1) nor `routes` (v2alpha1)", doc.metadata.name),
                     ));
                 }
-                out.subscriptions.push(Subscription::new(s.pubsubname, s.topic, s.route, s.routes, s.metadata, s.dead_letter_topic, true));
+                out.subscriptions.push(
+                    Subscription::new(s.pubsubname, s.topic, s.route, s.routes, s.metadata, s.dead_letter_topic, true)
+                        .with_bulk(s.bulk_subscribe.as_ref()),
+                );
             }
             Some(DaprDoc::Resiliency(doc)) => {
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
@@ -712,6 +757,32 @@ mod tests {
         assert_eq!(p.delay(0), Duration::from_millis(100));
         assert_eq!(p.delay(2), Duration::from_millis(225));
         assert_eq!(r.inbound_retry("nope"), None);
+    }
+
+    #[test]
+    fn declarative_bulk_subscriptions_load_with_daprds_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = |name: &str, api: &str, route: &str, bulk: &str| {
+            format!(
+                "apiVersion: dapr.io/{api}\nkind: Subscription\nmetadata:\n  name: {name}\nspec:\n  pubsubname: pubsub\n  topic: {name}\n  {route}\n  bulkSubscribe:\n{bulk}"
+            )
+        };
+        let docs = [
+            sub("a", "v1alpha1", "route: /a", "    enabled: true\n    maxMessagesCount: 0\n"),
+            sub("b", "v2alpha1", "routes:\n    default: /b", "    enabled: true\n    maxMessagesCount: 7\n    maxAwaitDurationMs: 250\n"),
+            sub("c", "v1alpha1", "route: /c", "    enabled: false\n    maxMessagesCount: 7\n"),
+        ];
+        write(d.path(), "subs.yaml", &docs.join("---\n"));
+        let r = load(&[d.path().to_path_buf()], "app").unwrap();
+        let bulk: Vec<_> = r.subscriptions.iter().map(|s| s.bulk).collect();
+        assert_eq!(
+            bulk,
+            [
+                Some(BulkConfig { max_messages: 100, max_await: Duration::from_millis(1000) }),
+                Some(BulkConfig { max_messages: 7, max_await: Duration::from_millis(250) }),
+                None
+            ]
+        );
     }
 
     #[test]
