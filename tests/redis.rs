@@ -281,3 +281,55 @@ fn outbox_events_survive_a_broker_outage_and_a_sigkill() {
     let todos: Vec<String> = redis::cmd("KEYS").arg("orders||todo-*").query(&mut conn).unwrap();
     assert_eq!(todos.len(), 30);
 }
+
+fn pending(conn: &mut redis::Connection, stream: &str, group: &str) -> i64 {
+    let v: redis::Value = redis::cmd("XPENDING").arg(stream).arg(group).query(conn).unwrap();
+    match &v {
+        redis::Value::Array(a) => redis::from_redis_value_ref::<i64>(&a[0]).unwrap(),
+        other => panic!("XPENDING answered {other:?}"),
+    }
+}
+
+/// contrib's redis streams `processMessage` with daprd's subscription handler, which
+/// delivers on its own context (pkg/runtime/subscription/subscription.go:
+/// `resiliency.NewRunner(context.Background(), …)`): a delivery is never cut off at
+/// `processingTimeout`. A slow success is acked; a failure that comes after
+/// processingTimeout stays pending and is reclaimed. Bare numbers for these two keys are
+/// milliseconds (common/component/redis/redis.go: "legacy reasons").
+#[test]
+fn slow_deliveries_are_acked_and_late_failures_redelivered_as_contrib() {
+    let db = RedisDb::new();
+    let app = TestApp::start(Some(json!([
+        {"pubsubname": "pubsub", "topic": "slow", "route": "/slow"},
+        {"pubsubname": "pubsub", "topic": "failing", "route": "/failing"}
+    ])));
+    app.script("/slow", &[(200, r#"sleep:1000:{"status":"SUCCESS"}"#)]);
+    app.script("/failing", &[(500, "sleep:800:")]);
+    let extra = "  - name: processingTimeout\n    value: \"400\"\n  - name: redeliverInterval\n    value: \"200\"\n";
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(db.db, 6379, extra))]);
+    let host = sidecar_for("slowapp", app.port, res.path(), None, WAIT);
+    let publish = |topic: &str| send("POST", &host.url(&format!("/v1.0/publish/pubsub/{topic}")), &[], "x").status;
+    assert_eq!(publish("slow"), 204);
+    assert_eq!(publish("failing"), 204);
+    let mut conn = db.conn();
+
+    // The slow success: acked once its answer comes (the reclaim loop may deliver it a
+    // second time meanwhile, as contrib's does), then nothing is pending and no more
+    // deliveries come. Before, the handler was cancelled at 400 ms and never acked.
+    app.wait_calls("/slow", 1, WAIT);
+    let start = std::time::Instant::now();
+    while pending(&mut conn, "slow", "slowapp") != 0 {
+        assert!(start.elapsed() < WAIT, "the slow success was never acked:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let n = app.calls("/slow").len();
+    assert!((1..=3).contains(&n), "a slow success is delivered at most a few times, then acked: {n}");
+    assert_eq!(pending(&mut conn, "slow", "slowapp"), 0);
+
+    // The late failure: left pending and delivered again and again ("400" read as 400 ms;
+    // as seconds nothing would be redelivered within this test).
+    let got = app.wait_calls("/failing", 3, WAIT);
+    assert!(got.len() >= 3, "a failure after processingTimeout is redelivered: {} calls\n{}", got.len(), host.logs());
+    assert_eq!(got[0].body, got[2].body, "the same entry each time");
+}

@@ -2,8 +2,8 @@
 //! `XADD <topic> [MAXLEN ~ maxLenApprox] * data <envelope> metadata <json>`; a
 //! subscription is the consumer group `consumerID` (default the app id), read with
 //! `XREADGROUP ... COUNT queueDepth`, handled by up to `concurrency` workers; a message
-//! is acked after its handler returns (success or error, as Dapr 1.17+) unless the
-//! handler outlived `processingTimeout`; every `redeliverInterval` pending entries idle
+//! is acked after its handler returns (success or error, as Dapr 1.17+) unless it
+//! failed after `processingTimeout`; every `redeliverInterval` pending entries idle
 //! longer than `processingTimeout` are claimed and handled again.
 
 use std::collections::BTreeMap;
@@ -44,10 +44,14 @@ impl RedisPubSub {
     /// Reads the component's metadata and connects; `app_id` is the default consumer group.
     pub async fn new(c: &Component, app_id: &str) -> anyhow::Result<Self> {
         let settings = RedisSettings::from_component(c)?;
+        // contrib reads a bare number here as milliseconds (a legacy of these two keys).
         let dur = |k: &str, default: Duration| -> anyhow::Result<Duration> {
-            match c.meta(k).filter(|v| !v.is_empty()) {
+            match c.meta(k).map(str::trim).filter(|v| !v.is_empty()) {
                 None => Ok(default),
-                Some(v) => parse_go_duration(v).map_err(|e| anyhow::anyhow!("component {}: {k}: {e}", c.name)),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(ms) => Ok(Duration::from_millis(ms)),
+                    Err(_) => parse_go_duration(v).map_err(|e| anyhow::anyhow!("component {}: {k}: {e}", c.name)),
+                },
             }
         };
         let num = |k: &str, default: usize| -> anyhow::Result<usize> {
@@ -99,6 +103,8 @@ struct Worker {
     handler: Handler,
     permits: Arc<Semaphore>,
     processing_timeout: Duration,
+    /// Whether pending entries are reclaimed (processingTimeout and redeliverInterval set).
+    reclaims: bool,
 }
 
 impl Worker {
@@ -125,13 +131,17 @@ impl Worker {
         tokio::spawn(async move {
             let _permit = permit;
             let msg = me.message(&entry);
-            match tokio::time::timeout(me.processing_timeout, (me.handler)(msg)).await {
-                Err(_) => {
-                    tracing::warn!(stream = %me.stream, id = %entry.id, "processing outlived processingTimeout; the message stays pending for redelivery");
+            // As contrib's processMessage with daprd's handler (which delivers on its own
+            // context): the handler is never cut off; a success is acked however long it
+            // took, a failure is acked unless it came after processingTimeout, when the
+            // entry stays pending for the reclaim loop.
+            let started = std::time::Instant::now();
+            if let Err(e) = (me.handler)(msg).await {
+                tracing::error!(stream = %me.stream, id = %entry.id, "error processing Redis message: {e:#}");
+                if me.reclaims && started.elapsed() >= me.processing_timeout {
+                    tracing::warn!(stream = %me.stream, id = %entry.id, "the failure came after processingTimeout; the message stays pending for redelivery");
                     return;
                 }
-                Ok(Err(e)) => tracing::error!(stream = %me.stream, id = %entry.id, "error processing Redis message: {e:#}"),
-                Ok(Ok(())) => {}
             }
             let mut conn = me.conn.clone();
             let acked: redis::RedisResult<i64> = conn.xack(&me.stream, &me.group, &[&entry.id]).await;
@@ -171,6 +181,7 @@ impl PubSub for RedisPubSub {
             handler,
             permits: Arc::new(Semaphore::new(self.concurrency)),
             processing_timeout: self.processing_timeout,
+            reclaims: !self.processing_timeout.is_zero() && !self.redeliver_interval.is_zero(),
         });
         // New messages.
         let (w, settings, depth, mut stop) = (worker.clone(), self.settings.clone(), self.queue_depth, self.stop.subscribe());
