@@ -37,12 +37,12 @@ const SIDECAR_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::
 
 #[async_trait::async_trait]
 impl AppTransport for RuntimeTransport {
-    async fn send(&self, req: http::Request<Bytes>) -> Result<(u16, Bytes), TransportError> {
+    async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
         tracing::debug!(target: "spindapr::in_process", "[sidecar] {} {} served in-process", req.method(), req.uri().path());
         let req = req.map(full_body);
         let resp = self.0.handle(req, SIDECAR_ADDR).await;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| TransportError(format!("reading the app's answer: {e}")))?.to_bytes();
-        Ok((status, body))
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| TransportError(format!("reading the app's answer: {e}")))?.to_bytes();
+        Ok(http::Response::from_parts(parts, body))
     }
 }

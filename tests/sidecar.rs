@@ -198,15 +198,17 @@ fn exponential_backoff_spacing_and_no_retry_without_policy() {
     app.script("/t", &[(500, "")]);
     let res = resources(&[
         ("pubsub.yaml", PUBSUB),
-        ("res.yaml", &resiliency("        policy: exponential\n        duration: 100ms\n        maxInterval: 1s\n        maxRetries: 3")),
+        ("res.yaml", &resiliency("        policy: exponential\n        duration: 10s\n        maxInterval: 1s\n        maxRetries: 3")),
     ]);
     let host = start_sidecar(&app, &res);
     let started = std::time::Instant::now();
     publish(&host, "/v1.0/publish/pubsub/t", "text/plain", "x");
     let calls = app.wait_calls("/t", 4, WAIT);
     assert_eq!(calls.len(), 4);
-    // 100 + 150 + 225 ms of back-off at least.
-    assert!(started.elapsed() >= Duration::from_millis(475), "{:?}", started.elapsed());
+    // dapr/kit ignores `duration` for exponential: 500 ms × 1.5ⁿ capped at maxInterval,
+    // each ±50 %: at least 250 + 375 + 500 ms, at most 750 + 1125 + 1500 ms.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1125) && took < Duration::from_millis(4500), "{took:?}");
     drop(host);
 
     // No Resiliency: daprd does not retry; the in-memory component logs and moves on.
@@ -566,4 +568,290 @@ fn a_mistyped_bulk_subscribe_fails_the_whole_list() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(app.calls("/a").is_empty());
     assert!(host.logs().contains("not a subscription list"), "{}", host.logs());
+}
+
+/// Resiliency as pkg/resiliency resolves and runs it (#12 item 8): `matching` filters
+/// which app statuses are retried (RETRY answers are always retried); a component with
+/// a target entry gets no `Default…Policy`; an inbound circuit breaker opens after its
+/// `trip`, then the app is not called until `timeout` lets one try through.
+#[test]
+fn resiliency_matching_defaults_and_circuit_breakers() {
+    let subs = json!([
+        {"pubsubname": "pubsub", "topic": "t500", "route": "/t500"},
+        {"pubsubname": "pubsub", "topic": "t503", "route": "/t503"},
+        {"pubsubname": "pubsub", "topic": "tretry", "route": "/tretry"},
+        {"pubsubname": "other", "topic": "plain", "route": "/plain"},
+        {"pubsubname": "cbps", "topic": "cb", "route": "/cb"}
+    ]);
+    let app = TestApp::start(Some(subs));
+    for p in ["/t500", "/plain", "/cb"] {
+        app.script(p, &[(500, "")]);
+    }
+    app.script("/t503", &[(503, "")]);
+    app.script("/tretry", &[(200, r#"{"status":"RETRY"}"#)]);
+    let other = PUBSUB.replace("name: pubsub", "name: other");
+    let cbps = PUBSUB.replace("name: pubsub", "name: cbps");
+    let res = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      m:\n        policy: Constant\n        duration: \"10\"\n        maxRetries: 4\n        matching:\n          httpStatusCodes: \"500\"\n      forever:\n        policy: constant\n        duration: 10ms\n      DefaultRetryPolicy:\n        policy: constant\n        duration: 10ms\n        maxRetries: 2\n    circuitBreakers:\n      cb:\n        maxRequests: 1\n        timeout: 1s\n        trip: consecutiveFailures >= 2\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: m\n      cbps:\n        inbound:\n          retry: forever\n          circuitBreaker: cb\n";
+    let dir = resources(&[("pubsub.yaml", PUBSUB), ("other.yaml", &other), ("cbps.yaml", &cbps), ("res.yaml", res)]);
+    let host = start_sidecar(&app, &dir);
+    for t in ["t500", "t503", "tretry"] {
+        publish(&host, &format!("/v1.0/publish/pubsub/{t}"), "text/plain", "x");
+    }
+    publish(&host, "/v1.0/publish/other/plain", "text/plain", "x");
+    assert_eq!(app.wait_calls("/t500", 5, WAIT).len(), 5, "500 matches: 1 + 4 retries");
+    assert_eq!(app.wait_calls("/tretry", 5, WAIT).len(), 5, "a RETRY answer is no status code: always retried");
+    assert_eq!(app.wait_calls("/plain", 3, WAIT).len(), 3, "no target entry: DefaultRetryPolicy (1 + 2)");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/t503").len(), 1, "503 is not in matching: not retried");
+    assert_eq!(app.calls("/t500").len(), 5);
+
+    // The breaker trips after two failures and the retries stop there; while it is open
+    // the app is not called at all (one breaker per component, as daprd's).
+    publish(&host, "/v1.0/publish/cbps/cb", "text/plain", "1");
+    assert_eq!(app.wait_calls("/cb", 2, WAIT).len(), 2);
+    assert!(host.wait_log("circuit breaker is open", WAIT), "{}", host.logs());
+    publish(&host, "/v1.0/publish/cbps/cb", "text/plain", "2");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/cb").len(), 2, "open: not called");
+    // After `timeout`, half-open: one call goes through, fails, and it opens again.
+    std::thread::sleep(Duration::from_millis(1000));
+    publish(&host, "/v1.0/publish/cbps/cb", "text/plain", "3");
+    app.wait_calls("/cb", 3, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/cb").len(), 3);
+}
+
+const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// Publish conversions (#12 item 5: pkg/api/http/http.go onPublish/onBulkPublish,
+/// contrib pubsub/envelope.go, metadata.TryGetTTL, ConvertEventToBytes), scopes (item 4:
+/// pkg/scopes, IsOperationAllowed on publish, subscribe and dead letters) and the trace
+/// on delivery (item 6: postman/http Deliver; daprd's pubsub/http/traceparent test).
+#[test]
+fn publish_conversions_scopes_and_delivery_trace_as_daprd() {
+    let subs = json!([
+        {"pubsubname": "pubsub", "topic": "a", "route": "/a"},
+        {"pubsubname": "pubsub", "topic": "b", "route": "/b"},
+        {"pubsubname": "pubsub", "topic": "t9", "route": "/t9"},
+        {"pubsubname": "pubsub", "topic": "d", "route": "/d", "deadLetterTopic": "nodlq"},
+        {"pubsubname": "pubsub", "topic": "nodlq", "route": "/nodlq"}
+    ]);
+    let app = TestApp::start(Some(subs));
+    app.script("/d", &[(404, "")]);
+    let scoped = format!(
+        "{PUBSUB}  metadata:\n  - name: publishingScopes\n    value: \"todo=a,t9;other=z;todo=b, d\"\n  - name: subscriptionScopes\n    value: \"todo=a,b,d,nodlq;x=t9\"\n  - name: protectedTopics\n    value: p1\n"
+    );
+    let res = resources(&[("pubsub.yaml", &scoped)]);
+    let host = start_sidecar(&app, &res);
+    let pub_with = |topic_query: &str, headers: &[(&str, &str)], body: &str| {
+        send("POST", &host.url(&format!("/v1.0/publish/pubsub/{topic_query}")), headers, body)
+    };
+
+    // Scopes: this app's entries are combined (a, t9, b, d); others are forbidden, with
+    // daprd's details (ResourceInfo, then ErrorInfo with its metadata); a protected topic
+    // needs a scope.
+    for t in ["a", "b", "t9", "d"] {
+        assert_eq!(pub_with(t, &[], "x").status, 204, "{t}");
+    }
+    let a = pub_with("c", &[], "x");
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        a.json(),
+        json!({"errorCode": "ERR_PUBSUB_FORBIDDEN", "message": "topic c is not allowed for app id todo", "details": [
+            {"@type": "type.googleapis.com/google.rpc.ResourceInfo", "description": "topic c is not allowed for app id todo", "owner": "", "resource_name": "pubsub", "resource_type": "pubsub"},
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "domain": "dapr.io", "metadata": {"error": "topic c is not allowed for app id todo", "topic": "c"}, "reason": "DAPR_PUBSUB_FORBIDDEN"}
+        ]})
+    );
+    assert_eq!(pub_with("p1", &[], "x").status, 403);
+    // The scope check comes last: a bad rawPayload is reported first.
+    let a = pub_with("c?metadata.rawPayload=maybe", &[], "x");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (400, Some("ERR_PUBSUB_REQUEST_METADATA")));
+    assert_eq!(a.json()["message"], "failed deserializing metadata. Error: rawPayload value must be a valid boolean: actual is 'maybe'");
+    // t9 is published but this app may not subscribe to it: listed, never delivered.
+    assert!(host.wait_log("subscription to topic 't9' on pubsub 'pubsub' is not allowed", WAIT), "{}", host.logs());
+    let md = get(&host.url("/v1.0/metadata")).json();
+    assert!(md["subscriptions"].as_array().unwrap().iter().any(|s| s["topic"] == "t9"), "{md}");
+    // The dead-letter topic is not in the publishing scopes: the 404'd message is not sent there.
+    assert!(host.wait_log("error sending message to dead letter, origin topic: d dead letter topic nodlq", WAIT), "{}", host.logs());
+
+    // Trace on delivery: no caller trace → daprd's zero traceparent, never a tracestate.
+    let got = app.wait_calls("/a", 1, WAIT);
+    assert_eq!(got[0].header("traceparent"), Some("00-00000000000000000000000000000000-0000000000000000-00"));
+    assert_eq!(got[0].header("tracestate"), None);
+    // A valid caller trace is kept (no Configuration: daprd's no-op tracer) and reaches
+    // the app; an invalid one (upper-case hex) is no trace.
+    assert_eq!(pub_with("b", &[("traceparent", TP), ("tracestate", "k=v ,  x=y")], "x").status, 204);
+    assert_eq!(pub_with("b", &[("traceparent", &TP.to_uppercase()), ("tracestate", "k=v")], "y").status, 204);
+    let got = app.wait_calls("/b", 3, WAIT);
+    let (with, without) = (got[1].json(), got[2].json());
+    assert_eq!(
+        (with["traceid"].as_str(), with["traceparent"].as_str(), with["tracestate"].as_str()),
+        (Some(TP), Some(TP), Some("k=v,x=y"))
+    );
+    assert_eq!(got[1].header("traceparent"), Some(TP));
+    assert_eq!((without["traceid"].as_str(), without["tracestate"].as_str()), (Some(""), Some("")));
+    assert_eq!(got[2].header("traceparent"), Some("00-00000000000000000000000000000000-0000000000000000-00"));
+
+    // Conversions: `+json` is not JSON; an empty rawPayload is false; `ttl` as a Go
+    // duration; a bad TTL is ignored; TTL 0 expires at once; an override of traceparent
+    // fills both trace fields.
+    let cases: &[(&str, &str, &str)] = &[
+        ("a?metadata.rawPayload=", "text/plain", "plain"),
+        ("a", "application/vnd.x+json", "[1]"),
+        ("a?metadata.ttl=90s", "text/plain", "ttl"),
+        ("a?metadata.ttlInSeconds=abc", "text/plain", "badttl"),
+        ("a?metadata.ttlInSeconds=0", "text/plain", "expired"),
+    ];
+    for (q, ct, body) in cases {
+        assert_eq!(pub_with(q, &[("content-type", ct)], body).status, 204, "{q}");
+    }
+    let over = format!("a?metadata.cloudevent.traceparent={TP}");
+    assert_eq!(pub_with(&over, &[], "over").status, 204);
+    let got = app.wait_calls("/a", 6, WAIT);
+    std::thread::sleep(Duration::from_millis(200));
+    let evs: Vec<serde_json::Value> = app.calls("/a").iter().map(|r| r.json()).collect();
+    let by = |data: &str| evs.iter().find(|e| e["data"] == data).unwrap_or_else(|| panic!("{data} not delivered: {evs:?}")).clone();
+    assert_eq!(by("plain")["datacontenttype"], "text/plain");
+    assert_eq!(by("[1]")["datacontenttype"], "application/vnd.x+json");
+    assert!(by("ttl")["expiration"].is_string());
+    assert!(by("badttl").get("expiration").is_none());
+    assert!(evs.iter().all(|e| e["data"] != "expired"), "TTL 0 is expired on arrival");
+    assert_eq!((by("over")["traceid"].as_str(), by("over")["traceparent"].as_str()), (Some(TP), Some(TP)));
+    assert_eq!(got.len(), 6);
+
+    // Bulk publish: octet-stream events are base64 (decoded, then re-encoded in the
+    // envelope); conversion errors come before id errors; the caller's trace is on
+    // every entry.
+    let bulk = |body: &str| send("POST", &host.url("/v1.0-alpha1/publish/bulk/pubsub/b"), &[("traceparent", TP)], body);
+    assert_eq!(
+        bulk(r#"[{"entryId":"1","event":"aGk=","contentType":"application/octet-stream"},{"EntryID":"2","event":{"n":1},"contentType":"application/json","metadata":{"k":"v"}}]"#)
+            .status,
+        204
+    );
+    let got = app.wait_calls("/b", 5, WAIT);
+    let bin = got.iter().map(|r| r.json()).find(|e| e["data_base64"] == "aGk=").expect("the binary entry");
+    assert_eq!(bin["traceparent"], TP);
+    let obj = got.iter().find(|r| r.json()["data"] == json!({"n": 1})).expect("the JSON entry");
+    assert_eq!(obj.header("k"), Some("v"));
+    let a = bulk(r#"[{"entryId":"1","event":"%%%","contentType":"application/octet-stream"}]"#);
+    assert_eq!(
+        a.json()["message"],
+        "error when marshalling cloud event envelope for topic b pubsub pubsub: error: unable to decode base64 application/octect-stream data: illegal base64 data at input byte 0"
+    );
+    let a = bulk(r#"[{"entryId":"1","event":{}}]"#);
+    assert_eq!((a.status, a.json()["details"][1]["reason"].as_str()), (400, Some("DAPR_PUBSUB_MARSHAL_ENVELOPE")));
+    assert!(a.body.contains("mismatch between contentType and event"), "{}", a.body);
+    let a = bulk(r#"[{"entryId":"a","event":"x","contentType":"text/plain"},{"entryId":"a","event":1,"contentType":"text/plain"}]"#);
+    assert_eq!(a.json()["details"][1]["reason"], "DAPR_PUBSUB_MARSHAL_ENVELOPE", "the conversion error comes first");
+    let a = bulk(r#"[{"entryId":"a","event":"x","contentType":"text/plain"},{"entryId":"a","event":"y","contentType":"text/plain"}]"#);
+    assert_eq!(a.json()["details"][1]["reason"], "DAPR_PUBSUB_MARSHAL_EVENTS");
+    assert_eq!(bulk("null").status, 204, "null is no entries");
+}
+
+/// Service invocation of the app itself (#12 item 12), as pkg/api/http/directmessaging.go
+/// and pkg/channel/http forward it: the URL form, the `dapr-app-id` header, the method
+/// normalised, headers filtered, APP_API_TOKEN replacing the caller's token, the app's
+/// answer passed back, `targets.apps` retries with `matching`, unknown ids not found.
+#[test]
+fn service_invocation_of_the_app_itself() {
+    let app = TestApp::start(None);
+    app.script("/p", &[(502, "PATCH")]);
+    app.script("/flaky", &[(503, "busy")]);
+    app.script("/broken", &[(500, "")]);
+    let res = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      r3:\n        policy: constant\n        duration: 10ms\n        maxRetries: 3\n        matching:\n          httpStatusCodes: \"503\"\n  targets:\n    apps:\n      todo:\n        retry: r3\n";
+    let dir = resources(&[("pubsub.yaml", PUBSUB), ("res.yaml", res)]);
+    let (port_s, path) = (app.port.to_string(), dir.path().display().to_string());
+    let host = HostBuilder::sidecar(&["--app-id", "todo", "--app-port", &port_s, "--resources-path", &path])
+        .env("DAPR_API_TOKEN", "api-secret")
+        .env("APP_API_TOKEN", "app-secret")
+        .start();
+    let tok = ("dapr-api-token", "api-secret");
+    let start = std::time::Instant::now();
+    while get_with(&host.url("/v1.0/healthz"), &[tok]).status != 204 {
+        assert!(start.elapsed() < WAIT, "{}", host.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let a = send(
+        "POST",
+        &host.url("/v1.0/invoke/todo/method/echo?x=1&y=%20"),
+        &[tok, ("foo", "bar"), ("traceparent", TP), ("content-type", "text/plain"), ("proxy-authorization", "x")],
+        "hi",
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let got = app.calls("/echo?x=1&y=%20");
+    assert_eq!(got.len(), 1, "the raw query is kept");
+    let r = &got[0];
+    assert_eq!((r.method.as_str(), r.body.as_slice()), ("POST", b"hi".as_slice()));
+    assert_eq!((r.header("foo"), r.header("traceparent"), r.header("content-type")), (Some("bar"), Some(TP), Some("text/plain")));
+    assert_eq!(r.header("dapr-api-token"), Some("app-secret"), "APP_API_TOKEN replaces the caller's token");
+    assert_eq!((r.header("dapr-app-id"), r.header("proxy-authorization")), (None, None));
+
+    // The app's status and body come back as they are, an error status too.
+    let a = send("PATCH", &host.url("/v1.0/invoke/todo.default/method/p"), &[tok], "");
+    assert_eq!((a.status, a.body.as_str()), (502, "PATCH"));
+    assert_eq!(app.calls("/p")[0].method, "PATCH");
+    // The header form: any path not an API route; the header is not forwarded.
+    let a = send("GET", &host.url("/foo/bar"), &[tok, ("dapr-app-id", "todo")], "");
+    assert_eq!(a.status, 200);
+    assert_eq!(app.calls("/foo/bar")[0].header("dapr-app-id"), None);
+    // The method is cleaned: no way above the app's root.
+    send("GET", &host.url("/v1.0/invoke/todo/method/admin%2F..%2Fpublic"), &[tok], "");
+    assert_eq!(app.calls("/public").len(), 1);
+    let a = send("GET", &host.url("/v1.0/invoke/todo/method/test%23x"), &[tok], "");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (500, Some("ERR_DIRECT_INVOKE")));
+    // No method, and an app this sidecar does not know.
+    let a = send("POST", &host.url("/v1.0/invoke/todo"), &[tok], "");
+    assert_eq!(
+        (a.status, a.json()["message"].as_str()),
+        (404, Some("failed getting app id either from the URL path or the header dapr-app-id"))
+    );
+    let a = send("GET", &host.url("/v1.0/invoke/nosuchapp/method/x"), &[tok], "");
+    assert_eq!(
+        a.json(),
+        json!({"errorCode": "ERR_DIRECT_INVOKE", "message": "failed to invoke, id: nosuchapp, err: couldn't find service: nosuchapp"})
+    );
+    assert_eq!(a.status, 500);
+    // targets.apps.todo retries 503 (in `matching`) three times, and not a 500.
+    let a = send("GET", &host.url("/v1.0/invoke/todo/method/flaky"), &[tok], "");
+    assert_eq!((a.status, a.body.as_str()), (503, "busy"));
+    assert_eq!(app.calls("/flaky").len(), 4);
+    let a = send("GET", &host.url("/v1.0/invoke/todo/method/broken"), &[tok], "");
+    assert_eq!(a.status, 500);
+    assert_eq!(app.calls("/broken").len(), 1);
+    // An API path with a verb it does not serve falls to invocation, as daprd's router.
+    let a = send("GET", &host.url("/v1.0/publish/pubsub/t"), &[tok], "");
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (404, Some("ERR_DIRECT_INVOKE")));
+}
+
+/// The metadata document as daprd's encoder writes it (#12 item 10): struct field
+/// order, empty lists left out, flat HTTP `rules`, each component's real capabilities,
+/// the actor runtime disabled, `extended` with `daprRuntimeVersion` and PUT values.
+#[test]
+fn metadata_document_and_put_as_daprd() {
+    let app = TestApp::start(None);
+    let sub = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: pubsub\n  topic: B\n  routes:\n    rules:\n    - match: ' event.type > \"x\" '\n      path: /x\n    default: /B\n";
+    let state =
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
+    let res = resources(&[("pubsub.yaml", PUBSUB), ("state.yaml", state), ("sub.yaml", sub)]);
+    let host = sidecar_for("myapp", app.port, res.path(), None, WAIT);
+    let want = format!(
+        concat!(
+            r#"{{"id":"myapp","runtimeVersion":"1.18.3","enabledFeatures":["HotReload","WorkflowsRemoteActivityReminder"],"#,
+            r#""components":[{{"name":"pubsub","type":"pubsub.in-memory","version":"v1","capabilities":["SUBSCRIBE_WILDCARDS"]}},"#,
+            r#"{{"name":"statestore","type":"state.in-memory","version":"v1","capabilities":["ETAG","TRANSACTIONAL","TTL","DELETE_WITH_PREFIX","KEYS_LIKE","ACTOR"]}}],"#,
+            r#""extended":{{"daprRuntimeVersion":"1.18.3"}},"#,
+            r#""subscriptions":[{{"pubsubname":"pubsub","topic":"B","rules":[{{"match":"event.type \u003e \"x\"","path":"/x"}},{{"path":"/B"}}],"deadLetterTopic":"","type":"DECLARATIVE"}}],"#,
+            r#""appConnectionProperties":{{"port":{},"protocol":"http","channelAddress":"127.0.0.1"}},"#,
+            r#""actorRuntime":{{"runtimeStatus":"DISABLED","hostReady":false,"placement":"placement: disconnected"}}}}"#,
+            "\n"
+        ),
+        app.port
+    );
+    assert_eq!(get(&host.url("/v1.0/metadata")).body, want);
+    let a = send("PUT", &host.url("/v1.0/metadata/foo"), &[], "bar");
+    assert_eq!((a.status, a.body.as_str()), (204, ""));
+    send("PUT", &host.url("/v1.0/metadata/daprRuntimeVersion"), &[], "x");
+    let md = get(&host.url("/v1.0/metadata")).json();
+    assert_eq!(md["extended"], json!({"daprRuntimeVersion": "1.18.3", "foo": "bar"}));
 }

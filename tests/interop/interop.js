@@ -29,7 +29,8 @@ async function main() {
   // Wait until the sidecar has read our subscriptions (it reports healthy then).
   for (let i = 0; ; i++) {
     const md = await client.metadata.get();
-    if (md.subscriptions.some((s) => s.topic === "orders")) break;
+    // daprd leaves `subscriptions` out while there are none.
+    if ((md.subscriptions ?? []).some((s) => s.topic === "orders")) break;
     if (i > 100) throw new Error("the sidecar never listed the subscription: " + JSON.stringify(md));
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use super::Sidecar;
 use super::cloudevents::{self, PublishInput};
 use super::errors::ApiError;
+use crate::resiliency::{Dir, Failure, Kind, Policy, RunError};
 use spindapr_dapr_components::pubsub::{Message, PubSubError};
 use spindapr_dapr_components::state::{Concurrency, DeleteRequest, Operation, SetRequest, StateError};
 
@@ -65,6 +66,17 @@ fn too_large(segs: &[&str], m: &Method) -> Resp {
     }
 }
 
+/// Whether a route is one of daprd's API routes (anything else is service invocation).
+fn is_api_route(segs: &[&str], m: &Method) -> bool {
+    let post = m == Method::POST || m == Method::PUT;
+    match segs {
+        ["v1.0", "healthz", ..] | ["v1.0", "metadata", ..] => true,
+        ["v1.0" | "v1.0-alpha1", "publish", ..] => post,
+        ["v1.0", "state", ..] => true,
+        _ => false,
+    }
+}
+
 impl Sidecar {
     /// Serves the API until `shutdown` resolves.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -108,7 +120,16 @@ impl Sidecar {
         };
         let body = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(&segs, &parts.method),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                // An invocation fails as daprd's app call does when its body read fails.
+                if !is_api_route(&segs, &parts.method) {
+                    let decoded = decode(parts.uri.path());
+                    if let Some(t) = crate::invoke::find_target(&decoded, &parts.headers) {
+                        return error(ApiError::direct_invoke(&t.id, "stream too large"));
+                    }
+                }
+                return too_large(&segs, &parts.method);
+            }
             Err(e) => {
                 return error(ApiError::malformed(format!("failed reading the request body: {e}")));
             }
@@ -125,14 +146,14 @@ impl Sidecar {
                 }
             }
             (["v1.0", "healthz", "outbound"], &Method::GET) => empty(StatusCode::NO_CONTENT),
-            (["v1.0", "metadata"], &Method::GET) => json(StatusCode::OK, &self.metadata().await),
+            (["v1.0", "metadata"], &Method::GET) => self.metadata().await,
             (["v1.0-alpha1" | "v1.0", "publish", "bulk", pubsub, topic @ ..], &Method::POST | &Method::PUT) => {
-                self.bulk_publish(&decode(pubsub), &decode(&topic.join("/")), query, &body).await.unwrap_or_else(error)
+                let (tp, ts) = trace_context(header("traceparent"), header("tracestate"));
+                self.bulk_publish(&decode(pubsub), &decode(&topic.join("/")), query, &tp, &ts, &body).await.unwrap_or_else(error)
             }
             (["v1.0", "publish", pubsub, topic @ ..], &Method::POST | &Method::PUT) => {
                 let ct = header("content-type");
-                let tp = header("traceparent").unwrap_or_default();
-                let ts = header("tracestate").unwrap_or_default();
+                let (tp, ts) = trace_context(header("traceparent"), header("tracestate"));
                 match self.publish(&decode(pubsub), &decode(&topic.join("/")), query_metadata(query), ct.as_deref(), &tp, &ts, &body).await
                 {
                     Ok(()) => empty(StatusCode::NO_CONTENT),
@@ -162,26 +183,52 @@ impl Sidecar {
                     Err(e) => error(e),
                 }
             }
-            // daprd's fallback route is service invocation, which finds no app id here.
-            _ => error(ApiError::direct_invoke_no_app_id()),
+            (["v1.0", "metadata", key @ ..], &Method::PUT) if !key.is_empty() => {
+                self.put_metadata(&decode(&key.join("/")), &body).await;
+                empty(StatusCode::NO_CONTENT)
+            }
+            // daprd's fallback for every other route (and verb) is service invocation.
+            _ => self.invoke(&parts, body).await,
         }
     }
 
-    fn check_publish(&self, pubsub: &str, topic: &str) -> Result<Arc<dyn spindapr_dapr_components::pubsub::PubSub>, ApiError> {
+    /// daprd's validateAndGetPubsubAndTopic: the pubsub and the topic named.
+    fn check_publish(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        md: &BTreeMap<String, String>,
+    ) -> Result<(Arc<dyn spindapr_dapr_components::pubsub::PubSub>, &super::resources::Component), ApiError> {
         // daprd's pubsub adapter always exists: no pubsub at all is "not found" too.
         if pubsub.is_empty() {
-            return Err(ApiError::pubsub_empty());
+            return Err(ApiError::pubsub_empty().with_metadata(md.iter().map(|(k, v)| (k.as_str(), v.clone()))));
         }
         let Some((ps, comp)) = self.pubsubs.get(pubsub) else {
-            return Err(ApiError::pubsub_not_found(pubsub));
+            return Err(ApiError::pubsub_not_found(pubsub).with_metadata(md.iter().map(|(k, v)| (k.as_str(), v.clone()))));
         };
         if topic.is_empty() {
-            return Err(ApiError::topic_empty(pubsub));
+            return Err(ApiError::topic_empty(pubsub).with_metadata(md.iter().map(|(k, v)| (k.as_str(), v.clone()))));
         }
-        if !topic_allowed(comp, &self.cfg.app_id, topic, "publishingScopes") {
-            return Err(ApiError::pubsub_forbidden(topic, &self.cfg.app_id));
+        Ok((ps.clone(), comp))
+    }
+
+    /// The publishing scope check, which daprd's publisher makes last (after the body
+    /// was read and the envelope built).
+    fn check_scope(&self, comp: &super::resources::Component, pubsub: &str, topic: &str) -> Result<(), ApiError> {
+        if topic_allowed(comp, &self.cfg.app_id, topic, "publishingScopes") {
+            Ok(())
+        } else {
+            Err(ApiError::pubsub_forbidden(pubsub, topic, &self.cfg.app_id))
         }
-        Ok(ps.clone())
+    }
+
+    /// contrib's IsRawPayload: an empty value is false, anything else strconv.ParseBool.
+    fn raw_payload(pubsub: &str, md: &BTreeMap<String, String>) -> Result<bool, ApiError> {
+        match md.get("rawPayload").filter(|v| !v.is_empty()) {
+            None => Ok(false),
+            Some(v) => cloudevents::parse_go_bool(v)
+                .ok_or_else(|| ApiError::pubsub_metadata(pubsub, format!("rawPayload value must be a valid boolean: actual is '{v}'"), md)),
+        }
     }
 
     /// `POST /v1.0/publish/{pubsub}/{topic}`.
@@ -196,40 +243,45 @@ impl Sidecar {
         tracestate: &str,
         body: &[u8],
     ) -> Result<(), ApiError> {
-        let ps = self.check_publish(pubsub, topic)?;
-        let raw = match metadata.get("rawPayload") {
-            None => false,
-            Some(v) => cloudevents::parse_go_bool(v)
-                .ok_or_else(|| ApiError::pubsub_metadata(format!("rawPayload: strconv.ParseBool: parsing {v:?}: invalid syntax")))?,
-        };
-        let data = if raw {
+        let (ps, comp) = self.check_publish(pubsub, topic, &metadata)?;
+        let data = if Self::raw_payload(pubsub, &metadata)? {
             Bytes::copy_from_slice(body)
         } else {
             let input =
                 PublishInput { app_id: &self.cfg.app_id, pubsub, topic, content_type, traceparent, tracestate, metadata: &metadata };
             let ce = cloudevents::envelope(&input, body, chrono::Utc::now()).map_err(|e| {
                 tracing::debug!("cannot create cloudevent for topic {topic} pubsub {pubsub}: {e}");
-                ApiError::pubsub_cloud_events_ser()
+                ApiError::pubsub_cloud_events_ser(pubsub, &self.cfg.app_id, e)
             })?;
             Bytes::from(cloudevents::to_go_json(&ce))
         };
+        self.check_scope(comp, pubsub, topic)?;
         self.send(&ps, pubsub, Message { topic: topic.into(), data, metadata })
             .await
             .map_err(|e| ApiError::pubsub_publish(topic, pubsub, e))
     }
 
-    /// Publishes through the component's outbound timeout policy, if any.
+    /// Publishes under the component's outbound Resiliency policy.
     async fn send(&self, ps: &Arc<dyn spindapr_dapr_components::pubsub::PubSub>, pubsub: &str, msg: Message) -> Result<(), String> {
-        let fut = ps.publish(msg);
-        let res = match self.resources.outbound_timeout(pubsub) {
-            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(PubSubError(format!("timed out after {t:?}")))),
-            None => fut.await,
-        };
-        res.map_err(|e| format!("{e:#}"))
+        let policy = self.resiliency.component(pubsub, crate::resiliency::Kind::Pubsub, crate::resiliency::Dir::Outbound);
+        policy
+            .run(|_| async { ps.publish(msg.clone()).await.map_err(|e: PubSubError| crate::resiliency::Failure::Other(format!("{e:#}"))) })
+            .await
+            .map_err(|e| e.to_string())
     }
 
-    /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`.
-    async fn bulk_publish(&self, pubsub: &str, topic: &str, query: Option<&str>, body: &[u8]) -> Result<Resp, ApiError> {
+    /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`, as daprd's onBulkPublish: each
+    /// entry converted to bytes by its `contentType` (ConvertEventToBytes), wrapped with
+    /// the caller's trace, request metadata merged into entries that carry their own.
+    async fn bulk_publish(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        query: Option<&str>,
+        traceparent: &str,
+        tracestate: &str,
+        body: &[u8],
+    ) -> Result<Resp, ApiError> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Entry {
@@ -239,64 +291,79 @@ impl Sidecar {
             event: Value,
             #[serde(default, deserialize_with = "null_default")]
             content_type: String,
-            #[serde(default, deserialize_with = "null_default")]
-            metadata: BTreeMap<String, String>,
+            #[serde(default)]
+            metadata: Option<BTreeMap<String, String>>,
         }
-        let ps = self.check_publish(pubsub, topic)?;
+        let app_id = &self.cfg.app_id;
         let req_md = query_metadata(query);
-        // Keys as Go's decoder reads them: the JS SDK sends `entryID`.
-        let entries: Vec<Entry> = serde_json::from_slice::<Value>(body)
-            .map(|v| crate::go_json::fold(v, &crate::go_json::BULK_PUBLISH))
-            .and_then(serde_json::from_value)
-            .map_err(|e| ApiError::pubsub_unmarshal_events(topic, pubsub, e))?;
-        let mut ids = std::collections::HashSet::new();
-        for e in &entries {
-            if e.entry_id.is_empty() || !ids.insert(e.entry_id.clone()) {
-                return Err(ApiError::pubsub_unmarshal_events(topic, pubsub, "entryId is duplicated or not present for entry"));
+        let (ps, comp) = self.check_publish(pubsub, topic, &req_md)?;
+        let raw = Self::raw_payload(pubsub, &req_md)?;
+        // Go's json.Decoder into a slice: the first value, keys folded, `null` = none.
+        let unmarshal = |e: String| ApiError::pubsub_unmarshal_events(topic, pubsub, app_id, e);
+        let entries: Vec<Entry> = match serde_json::Deserializer::from_slice(body).into_iter::<Value>().next() {
+            None => return Err(unmarshal("EOF".into())),
+            Some(Err(e)) => return Err(unmarshal(e.to_string())),
+            Some(Ok(Value::Null)) => Vec::new(),
+            Some(Ok(v @ Value::Array(_))) => {
+                serde_json::from_value(crate::go_json::fold(v, &crate::go_json::BULK_PUBLISH)).map_err(|e| unmarshal(e.to_string()))?
             }
-        }
-        let raw = req_md.get("rawPayload").and_then(|v| cloudevents::parse_go_bool(v)).unwrap_or(false);
-        let mut failed = Vec::new();
+            Some(Ok(other)) => {
+                let kind = match other {
+                    Value::Object(_) => "object",
+                    Value::String(_) => "string",
+                    Value::Number(_) => "number",
+                    _ => "bool",
+                };
+                return Err(unmarshal(format!("json: cannot unmarshal {kind} into Go value of type []http.bulkPublishMessageEntry")));
+            }
+        };
+        let mut ids = std::collections::HashSet::new();
+        let mut msgs = Vec::with_capacity(entries.len());
         for e in entries {
-            let mut md = req_md.clone();
-            md.extend(e.metadata.clone());
-            let bytes: Vec<u8> = match &e.event {
-                Value::String(s) if !cloudevents::is_json_content_type(&e.content_type) => s.clone().into_bytes(),
-                v => serde_json::to_vec(v).unwrap_or_default(),
-            };
+            let bytes =
+                event_to_bytes(&e.event, &e.content_type).map_err(|err| ApiError::pubsub_marshal_envelope(topic, pubsub, app_id, err))?;
+            if e.entry_id.is_empty() || !ids.insert(e.entry_id.clone()) {
+                return Err(ApiError::pubsub_marshal_events(topic, pubsub, app_id));
+            }
+            let md = e.metadata.map(|own| {
+                let mut m = req_md.clone();
+                m.extend(own);
+                m
+            });
+            let md = md.unwrap_or_default();
             let data = if raw {
                 Bytes::from(bytes)
             } else {
                 let ct = (!e.content_type.is_empty()).then_some(e.content_type.as_str());
-                let input = PublishInput {
-                    app_id: &self.cfg.app_id,
-                    pubsub,
-                    topic,
-                    content_type: ct,
-                    traceparent: "",
-                    tracestate: "",
-                    metadata: &md,
-                };
-                match cloudevents::envelope(&input, &bytes, chrono::Utc::now()) {
-                    Ok(ce) => Bytes::from(cloudevents::to_go_json(&ce)),
-                    Err(err) => {
-                        failed.push(serde_json::json!({"entryId": e.entry_id, "error": err}));
-                        continue;
-                    }
-                }
+                let input = PublishInput { app_id, pubsub, topic, content_type: ct, traceparent, tracestate, metadata: &md };
+                let ce = cloudevents::envelope(&input, &bytes, chrono::Utc::now())
+                    .map_err(|err| ApiError::pubsub_cloud_events_ser(pubsub, app_id, err))?;
+                Bytes::from(cloudevents::to_go_json(&ce))
             };
-            if let Err(err) = self.send(&ps, pubsub, Message { topic: topic.into(), data, metadata: md }).await {
-                failed.push(serde_json::json!({"entryId": e.entry_id, "error": err}));
+            msgs.push((e.entry_id, Message { topic: topic.into(), data, metadata: md }));
+        }
+        self.check_scope(comp, pubsub, topic)?;
+        let mut failed = Vec::new();
+        for (id, msg) in msgs {
+            if let Err(err) = self.send(&ps, pubsub, msg).await {
+                failed.push((id, err));
             }
         }
-        if failed.is_empty() {
-            Ok(empty(StatusCode::NO_CONTENT))
-        } else {
-            Ok(json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &serde_json::json!({"failedEntries": failed, "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE"}),
-            ))
+        let Some((_, first)) = failed.first() else {
+            return Ok(empty(StatusCode::NO_CONTENT));
+        };
+        let desc = format!("api error: code = Internal desc = error when publishing to topic {topic} in pubsub {pubsub}: {first}");
+        let body = serde_json::json!({
+            "failedEntries": failed.iter().map(|(id, e)| serde_json::json!({"entryId": id, "error": e})).collect::<Vec<_>>(),
+            "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE",
+        });
+        let mut r = json(StatusCode::INTERNAL_SERVER_ERROR, &body);
+        for (k, v) in [("metadata.responsedata", body.to_string()), ("metadata.error", desc)] {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
         }
+        Ok(r)
     }
 
     fn store(&self, name: &str) -> Result<&super::StateEntry, ApiError> {
@@ -332,10 +399,16 @@ impl Sidecar {
         })
     }
 
+    /// The store's outbound Resiliency policy (every state call runs under it).
+    fn state_policy(&self, store: &str) -> Policy {
+        self.resiliency.component(store, Kind::Statestore, Dir::Outbound)
+    }
+
     async fn state_get(&self, store: &str, key: &str) -> Result<Resp, ApiError> {
         let entry = self.store(store)?;
         let k = self.state_key(entry, key)?;
-        match entry.store.get(&k).await {
+        let got = self.state_policy(store).run(|_| async { entry.store.get(&k).await.map_err(Failure::Other) }).await;
+        match got {
             Ok(Some(item)) => {
                 let mut r = Response::new(Full::new(item.data));
                 r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -363,11 +436,21 @@ impl Sidecar {
             r.metadata.extend(md.iter().map(|(k, v)| (k.clone(), v.clone())));
             sets.push(self.set_request(entry, r)?);
         }
+        let policy = self.state_policy(store);
         for req in sets {
-            entry.store.set(req).await.map_err(|e| match e {
-                StateError::EtagMismatch(_) => ApiError::state_save(StatusCode::CONFLICT, store, e),
-                StateError::InvalidEtag(_) => ApiError::state_save(StatusCode::BAD_REQUEST, store, e),
-                StateError::Other(_) => ApiError::state_save(StatusCode::INTERNAL_SERVER_ERROR, store, e),
+            // As daprd's save: ETag errors are final, anything else is retried.
+            let run = policy
+                .run(|_| async {
+                    entry.store.set(req.clone()).await.map_err(|e| match e {
+                        StateError::EtagMismatch(_) | StateError::InvalidEtag(_) => Failure::Permanent(e),
+                        StateError::Other(_) => Failure::Other(e),
+                    })
+                })
+                .await;
+            run.map_err(|e| match e {
+                RunError::Failed(e @ StateError::EtagMismatch(_)) => ApiError::state_save(StatusCode::CONFLICT, store, e),
+                RunError::Failed(e @ StateError::InvalidEtag(_)) => ApiError::state_save(StatusCode::BAD_REQUEST, store, e),
+                other => ApiError::state_save(StatusCode::INTERNAL_SERVER_ERROR, store, other),
             })?;
         }
         Ok(())
@@ -394,10 +477,13 @@ impl Sidecar {
             .find(|(k, _)| k == "concurrency")
             .map(|(_, v)| if v == "first-write" { Concurrency::FirstWrite } else { Concurrency::LastWrite })
             .unwrap_or_default();
-        entry.store.delete(DeleteRequest { key: k, etag, concurrency }).await.map_err(|e| match e {
-            StateError::EtagMismatch(_) => ApiError::state_delete(StatusCode::CONFLICT, key, e),
-            StateError::InvalidEtag(_) => ApiError::state_delete(StatusCode::BAD_REQUEST, key, e),
-            StateError::Other(_) => ApiError::state_delete(StatusCode::INTERNAL_SERVER_ERROR, key, e),
+        let req = DeleteRequest { key: k, etag, concurrency };
+        // daprd retries every delete error, ETag mismatches included.
+        let run = self.state_policy(store).run(|_| async { entry.store.delete(req.clone()).await.map_err(Failure::Other) }).await;
+        run.map_err(|e| match e {
+            RunError::Failed(e @ StateError::EtagMismatch(_)) => ApiError::state_delete(StatusCode::CONFLICT, key, e),
+            RunError::Failed(e @ StateError::InvalidEtag(_)) => ApiError::state_delete(StatusCode::BAD_REQUEST, key, e),
+            other => ApiError::state_delete(StatusCode::INTERNAL_SERVER_ERROR, key, other),
         })
     }
 
@@ -415,7 +501,8 @@ impl Sidecar {
         for key in b.keys {
             let k = self.state_key(entry, &key)?;
             let mut item = serde_json::json!({ "key": key });
-            match entry.store.get(&k).await {
+            let got = self.state_policy(store).run(|_| async { entry.store.get(&k).await.map_err(Failure::Other) }).await;
+            match got {
                 Ok(Some(i)) => {
                     item["data"] =
                         serde_json::from_slice(&i.data).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&i.data).into_owned()));
@@ -487,8 +574,9 @@ impl Sidecar {
         }
         // The outbox: each event goes to the internal topic before the commit and its
         // marker into the transaction (see `outbox`).
+        let policy = self.state_policy(store);
         let Some(outbox) = &entry.outbox else {
-            entry.store.multi(ops).await.map_err(ApiError::transaction)?;
+            policy.run(|_| async { entry.store.multi(ops.clone()).await.map_err(Failure::Other) }).await.map_err(ApiError::transaction)?;
             return Ok(());
         };
         let (pubsub, topic) = outbox.target();
@@ -531,56 +619,154 @@ impl Sidecar {
             ApiError::pubsub_outbox(e)
         })?;
         ops.extend(markers);
-        let result = entry.store.multi(ops).await;
+        let result = policy.run(|_| async { entry.store.multi(ops.clone()).await.map_err(Failure::Other) }).await;
         outbox.finish(pending, result.is_ok()).await;
         result.map_err(ApiError::transaction)
     }
 
-    async fn metadata(&self) -> Value {
-        let mut components: Vec<Value> = Vec::new();
-        for c in &self.resources.components {
-            let caps: &[&str] = match c.type_.as_str() {
-                "state.in-memory" => &["ETAG", "TRANSACTIONAL", "TTL"],
-                "pubsub.in-memory" => &["SUBSCRIBE_WILDCARDS"],
-                _ => &[],
-            };
-            components.push(serde_json::json!({"name": c.name, "type": c.type_, "version": c.version, "capabilities": caps}));
+    /// `PUT /v1.0/metadata/{key}`: the body, as text, under `extended`.
+    async fn put_metadata(&self, key: &str, body: &[u8]) {
+        if !key.is_empty() {
+            self.extended.write().await.insert(key.to_string(), String::from_utf8_lossy(body).into_owned());
         }
-        let subs: Vec<Value> = self
+    }
+
+    /// `GET /v1.0/metadata` as daprd writes it: Go's encoder over its structs (fields in
+    /// order, empty lists left out, `<>&` escaped, a trailing newline).
+    async fn metadata(&self) -> Resp {
+        use crate::cloudevents::write_string;
+        let q = |s: &str| {
+            let mut o = String::new();
+            write_string(&mut o, s);
+            o
+        };
+        let map = |m: &BTreeMap<String, String>| {
+            let obj: serde_json::Map<String, Value> = m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            String::from_utf8_lossy(&cloudevents::value_to_go_json(&Value::Object(obj))).into_owned()
+        };
+        let list = |items: Vec<String>| format!("[{}]", items.join(","));
+        let mut doc = Fields::default();
+        doc.add("id", q(&self.cfg.app_id));
+        doc.add("runtimeVersion", q(super::DAPR_VERSION));
+        // daprd's SetDefaultFeatures, with no Configuration.
+        doc.add("enabledFeatures", list(vec![q("HotReload"), q("WorkflowsRemoteActivityReminder")]));
+        let components: Vec<String> = self
+            .resources
+            .components
+            .iter()
+            .map(|c| {
+                let mut f = Fields::default();
+                f.add("name", q(&c.name));
+                f.add("type", q(&c.type_));
+                if !c.version.is_empty() {
+                    f.add("version", q(&c.version));
+                }
+                let caps = capabilities(&c.type_);
+                if !caps.is_empty() {
+                    f.add("capabilities", list(caps.iter().map(|c| q(c)).collect()));
+                }
+                f.end()
+            })
+            .collect();
+        if !components.is_empty() {
+            doc.add("components", list(components));
+        }
+        let mut extended = self.extended.read().await.clone();
+        extended.insert("daprRuntimeVersion".into(), super::DAPR_VERSION.into());
+        doc.add("extended", map(&extended));
+        let subs: Vec<String> = self
             .subscriptions
             .read()
             .await
             .iter()
             .map(|s| {
-                let mut rules: Vec<Value> = s.rules.iter().map(|r| serde_json::json!({"match": r.match_, "path": r.path})).collect();
-                if let Some(d) = &s.default_path {
-                    rules.push(serde_json::json!({"match": "", "path": d}));
+                let mut f = Fields::default();
+                f.add("pubsubname", q(&s.pubsub));
+                f.add("topic", q(&s.topic));
+                if !s.metadata.is_empty() {
+                    f.add("metadata", map(&s.metadata));
                 }
-                serde_json::json!({
-                    "pubsubname": s.pubsub,
-                    "topic": s.topic,
-                    "metadata": s.metadata,
-                    "rules": rules,
-                    "deadLetterTopic": s.dead_letter_topic.clone().unwrap_or_default(),
-                    "type": if s.declarative { "DECLARATIVE" } else { "PROGRAMMATIC" },
-                })
+                let mut rules: Vec<String> = s
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        let mut rf = Fields::default();
+                        if !r.match_.trim().is_empty() {
+                            rf.add("match", q(r.match_.trim()));
+                        }
+                        if !r.path.is_empty() {
+                            rf.add("path", q(&r.path));
+                        }
+                        rf.end()
+                    })
+                    .collect();
+                if let Some(d) = &s.default_path {
+                    let mut rf = Fields::default();
+                    rf.add("path", q(d));
+                    rules.push(rf.end());
+                }
+                if !rules.is_empty() {
+                    f.add("rules", list(rules));
+                }
+                f.add("deadLetterTopic", q(s.dead_letter_topic.as_deref().unwrap_or_default()));
+                f.add("type", q(if s.declarative { "DECLARATIVE" } else { "PROGRAMMATIC" }));
+                f.end()
             })
             .collect();
-        let mut v = serde_json::json!({
-            "id": self.cfg.app_id,
-            "runtimeVersion": super::RUNTIME_VERSION,
-            "enabledFeatures": [],
-            "actors": [],
-            "components": components,
-            "extended": {},
-            "subscriptions": subs,
-            "httpEndpoints": [],
-        });
-        if let Some(port) = self.cfg.app_port {
-            v["appConnectionProperties"] =
-                serde_json::json!({"port": port, "protocol": "http", "channelAddress": self.cfg.app_host, "maxConcurrency": -1});
+        if !subs.is_empty() {
+            doc.add("subscriptions", list(subs));
         }
-        v
+        let mut app = Fields::default();
+        if let Some(port) = self.cfg.app_port.filter(|p| *p > 0) {
+            app.add("port", port.to_string());
+        }
+        app.add("protocol", q("http"));
+        app.add("channelAddress", q(&self.cfg.app_host));
+        doc.add("appConnectionProperties", app.end());
+        // No placement service: daprd's actor runtime reports itself disabled.
+        doc.add("actorRuntime", r#"{"runtimeStatus":"DISABLED","hostReady":false,"placement":"placement: disconnected"}"#.into());
+        if !self.resources.resiliency_names.is_empty() {
+            let names = self.resources.resiliency_names.iter().map(|n| format!("{{\"name\":{}}}", q(n))).collect();
+            doc.add("resiliencies", list(names));
+        }
+        let mut body = doc.end();
+        body.push('\n');
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        r
+    }
+}
+
+/// A Go struct's JSON: fields in the order added.
+#[derive(Default)]
+struct Fields(String);
+
+impl Fields {
+    fn add(&mut self, key: &str, raw: String) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        crate::cloudevents::write_string(&mut self.0, key);
+        self.0.push(':');
+        self.0.push_str(&raw);
+    }
+
+    fn end(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push('{');
+        }
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// What daprd reports a component type can do (its Features(), plus ACTOR for a state
+/// store with ETAG and TRANSACTIONAL).
+fn capabilities(type_: &str) -> &'static [&'static str] {
+    match type_ {
+        "state.in-memory" => &["ETAG", "TRANSACTIONAL", "TTL", "DELETE_WITH_PREFIX", "KEYS_LIKE", "ACTOR"],
+        "state.redis" => &["ETAG", "TRANSACTIONAL", "TTL", "KEYS_LIKE", "ACTOR"],
+        "pubsub.in-memory" => &["SUBSCRIBE_WILDCARDS"],
+        "pubsub.kafka" => &["BULK_PUBSUB"],
+        _ => &[],
     }
 }
 
@@ -639,20 +825,75 @@ fn parse_items(body: &[u8]) -> Result<Vec<ItemReq>, ApiError> {
 }
 
 /// `publishingScopes` / `subscriptionScopes` and `allowedTopics` component metadata.
-fn topic_allowed(c: &super::resources::Component, app_id: &str, topic: &str, scope_key: &str) -> bool {
-    if let Some(allowed) = c.meta("allowedTopics").filter(|v| !v.is_empty())
-        && !allowed.split(',').any(|t| t.trim() == topic)
-    {
-        return false;
+/// The caller's trace as daprd's HTTP tracing middleware keeps it with no tracing
+/// Configuration (a no-op tracer): a valid `traceparent` re-serialised, its
+/// `tracestate` normalised; an invalid or missing one is no trace.
+fn trace_context(traceparent: Option<String>, tracestate: Option<String>) -> (String, String) {
+    match traceparent.as_deref().and_then(crate::go_compat::normalise_traceparent) {
+        Some(tp) => (tp, tracestate.as_deref().and_then(crate::go_compat::normalise_tracestate).unwrap_or_default()),
+        None => (String::new(), String::new()),
     }
-    if let Some(scopes) = c.meta(scope_key).filter(|v| !v.is_empty()) {
-        for part in scopes.split(';') {
-            if let Some((app, topics)) = part.split_once('=')
-                && app.trim() == app_id
-            {
-                return topics.split(',').any(|t| t.trim() == topic);
+}
+
+/// daprd's ConvertEventToBytes: what a bulk entry's `event` is for its `contentType`.
+fn event_to_bytes(event: &Value, content_type: &str) -> Result<Vec<u8>, String> {
+    const MISMATCH: &str = "error: mismatch between contentType and event";
+    if cloudevents::is_binary_content_type(content_type) {
+        let Value::String(s) = event else { return Err(MISMATCH.into()) };
+        // Go's base64.StdEncoding: padding required, \r and \n skipped, trailing bits allowed.
+        use base64::Engine as _;
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
+        );
+        let clean: String = s.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        return engine.decode(clean.as_bytes()).map_err(|e| {
+            let at = match e {
+                base64::DecodeError::InvalidByte(i, _) | base64::DecodeError::InvalidLastSymbol(i, _) => i,
+                _ => clean.len(),
+            };
+            format!("error: unable to decode base64 application/octect-stream data: illegal base64 data at input byte {at}")
+        });
+    }
+    if cloudevents::is_string_content_type(content_type) {
+        return match event {
+            Value::String(s) => Ok(s.clone().into_bytes()),
+            _ => Err(MISMATCH.into()),
+        };
+    }
+    if cloudevents::is_json_content_type(content_type) || cloudevents::is_cloudevent_content_type(content_type) {
+        return Ok(cloudevents::value_to_go_json(event));
+    }
+    Err(MISMATCH.into())
+}
+
+/// daprd's `IsOperationAllowed` for `topic` with the component's `allowedTopics`,
+/// `protectedTopics` and this app's topics under `scope_key` (`publishingScopes` or
+/// `subscriptionScopes`), parsed as pkg/scopes does: every space removed, `;`-separated
+/// `app=t1,t2` entries, all of this app's entries combined.
+pub(crate) fn topic_allowed(c: &super::resources::Component, app_id: &str, topic: &str, scope_key: &str) -> bool {
+    let list = |key: &str| -> Option<String> { c.meta(key).filter(|v| !v.is_empty()).map(|v| v.replace(' ', "")) };
+    let allowed: Vec<String> = list("allowedTopics").map(|v| v.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let protected: Vec<String> = list("protectedTopics").map(|v| v.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let mut scoped: Vec<String> = Vec::new();
+    for entry in list(scope_key).unwrap_or_default().split(';') {
+        let parts: Vec<&str> = entry.split('=').collect();
+        if parts.len() >= 2 && parts[0] == app_id {
+            for t in parts[1].split(',') {
+                if !scoped.iter().any(|s| s == t) {
+                    scoped.push(t.to_string());
+                }
             }
         }
+    }
+    let has = |l: &[String]| l.iter().any(|t| t == topic);
+    if !allowed.is_empty() && !has(&allowed) {
+        return false;
+    }
+    if has(&protected) || !scoped.is_empty() {
+        return has(&scoped);
     }
     true
 }

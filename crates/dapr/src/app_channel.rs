@@ -17,11 +17,11 @@ use hyper_util::rt::TokioExecutor;
 #[error("{0}")]
 pub struct TransportError(pub String);
 
-/// Carries one request to the app and brings back its status and whole body.
+/// Carries one request to the app and brings back its whole answer.
 #[async_trait::async_trait]
 pub trait AppTransport: Send + Sync {
-    /// Sends `req` (absolute URI, `Host` set) and returns the app's status and body.
-    async fn send(&self, req: http::Request<Bytes>) -> Result<(u16, Bytes), TransportError>;
+    /// Sends `req` (absolute URI, `Host` set) and returns the app's answer.
+    async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError>;
 }
 
 /// The network transport: a pooled keep-alive HTTP/1.1 client.
@@ -41,11 +41,11 @@ impl Default for HttpTransport {
 
 #[async_trait::async_trait]
 impl AppTransport for HttpTransport {
-    async fn send(&self, req: http::Request<Bytes>) -> Result<(u16, Bytes), TransportError> {
+    async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
         let resp = self.client.request(req.map(Full::new)).await.map_err(|e| TransportError(format!("{e:#}")))?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| TransportError(e.to_string()))?.to_bytes();
-        Ok((status, body))
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| TransportError(e.to_string()))?.to_bytes();
+        Ok(http::Response::from_parts(parts, body))
     }
 }
 
@@ -68,6 +68,28 @@ impl AppChannel {
         let mut req = req.header(http::header::HOST, &self.authority).header("dapr-app-id", &self.app_id);
         if let Some(t) = &self.token {
             req = req.header("dapr-api-token", t);
+        }
+        let req = req.body(body).map_err(|e| TransportError(format!("building the request to the app: {e}")))?;
+        let resp = self.transport.send(req).await?;
+        Ok((resp.status().as_u16(), resp.into_body()))
+    }
+
+    /// Service invocation: `method` on `path_and_query` with the caller's `headers` (already
+    /// filtered) and body; no `dapr-app-id`, and APP_API_TOKEN replacing any token.
+    pub async fn invoke(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &http::HeaderMap,
+        body: Bytes,
+    ) -> Result<http::Response<Bytes>, TransportError> {
+        let mut req = http::Request::builder().method(method).uri(format!("http://{}{path_and_query}", self.authority));
+        if let Some(h) = req.headers_mut() {
+            h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            h.insert(http::header::HOST, http::HeaderValue::from_str(&self.authority).map_err(|e| TransportError(e.to_string()))?);
+            if let Some(t) = self.token.as_deref().and_then(|t| http::HeaderValue::from_str(t).ok()) {
+                h.insert("dapr-api-token", t);
+            }
         }
         let req = req.body(body).map_err(|e| TransportError(format!("building the request to the app: {e}")))?;
         self.transport.send(req).await

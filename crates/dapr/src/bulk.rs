@@ -7,7 +7,6 @@
 //! dropped, unroutable, expired or finally failed ones go to the dead-letter topic.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -15,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app_channel::AppChannel;
 use crate::delivery::Route;
-use crate::resources::{BulkConfig, RetryPolicy};
+use crate::resiliency::{Failure, Policy};
+use crate::resources::BulkConfig;
 use spindapr_dapr_components::pubsub::{Handler, Message, NotProcessed, PubSub};
 
 /// contrib's `DefaultBulkEventType`.
@@ -107,10 +107,11 @@ pub struct BulkDelivery {
     pub route: Route,
     pub pubsub: Arc<dyn PubSub>,
     pub app: Arc<AppChannel>,
-    pub retry: Option<RetryPolicy>,
-    /// Resiliency inbound timeout, per attempt.
-    pub timeout: Option<Duration>,
+    /// The component's inbound Resiliency policy.
+    pub policy: Policy,
     pub config: BulkConfig,
+    /// Why the dead-letter topic may not be published to (publishingScopes), if so.
+    pub dlq_forbidden: Option<String>,
 }
 
 type Pending = (Message, oneshot::Sender<Result<(), NotProcessed>>);
@@ -287,53 +288,64 @@ impl BulkDelivery {
         let sub = &self.route.sub;
         let envelope_id = uuid::Uuid::new_v4().to_string();
         let headers = vec![("pubsubName".to_string(), sub.pubsub.clone())];
-        let mut pending: Vec<usize> = idx.to_vec();
-        let mut attempt: u32 = 0;
-        loop {
-            let sent: Vec<&Entry> = pending.iter().filter_map(|i| entries[*i].as_ref()).collect();
-            let body = self.render(&envelope_id, &sent);
-            let call = self.app.post(path, "application/json", body, &headers);
-            let answer = match self.timeout {
-                Some(t) => tokio::time::timeout(t, call)
-                    .await
-                    .unwrap_or_else(|_| Err(crate::app_channel::TransportError(format!("the app did not answer within {t:?}")))),
-                None => call.await,
-            };
-            let ids: Vec<&str> = sent.iter().map(|e| e.id.as_str()).collect();
-            let outcomes = interpret_bulk(answer.as_ref().map(|(s, b)| (*s, b.as_ref())).map_err(|e| e.to_string()), &ids);
-            let mut still = Vec::new();
-            let mut last_err = String::new();
-            for (i, outcome) in pending.iter().copied().zip(outcomes) {
-                match outcome {
-                    EntryOutcome::Success => results[i] = None,
-                    EntryOutcome::Drop => {
-                        tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, path, "the app asked to drop a bulk entry");
-                        results[i] = match self.dead_letter(msgs, &[i]).await {
-                            Some(Err(e)) => Some(e),
-                            _ => None,
-                        };
+        // Shared by the attempts: the entries still to deliver, and every entry's result.
+        let pending = std::sync::Mutex::new(idx.to_vec());
+        let results = std::sync::Mutex::new(results);
+        let run = self
+            .policy
+            .run(|_| async {
+                let now_pending = pending.lock().map(|p| p.clone()).unwrap_or_default();
+                let sent: Vec<&Entry> = now_pending.iter().filter_map(|i| entries[*i].as_ref()).collect();
+                let body = self.render(&envelope_id, &sent);
+                let answer = self.app.post(path, "application/json", body, &headers).await;
+                let ids: Vec<&str> = sent.iter().map(|e| e.id.as_str()).collect();
+                let outcomes = interpret_bulk(answer.as_ref().map(|(s, b)| (*s, b.as_ref())).map_err(|e| e.to_string()), &ids);
+                let mut still = Vec::new();
+                let mut last_err = String::new();
+                for (i, outcome) in now_pending.iter().copied().zip(outcomes) {
+                    let result = match outcome {
+                        EntryOutcome::Success => None,
+                        EntryOutcome::Drop => {
+                            tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, path, "the app asked to drop a bulk entry");
+                            match self.dead_letter(msgs, &[i]).await {
+                                Some(Err(e)) => Some(e),
+                                _ => None,
+                            }
+                        }
+                        EntryOutcome::Retry(why) => {
+                            last_err.clone_from(&why);
+                            still.push(i);
+                            Some(why)
+                        }
+                    };
+                    if let Ok(mut r) = results.lock() {
+                        r[i] = result;
                     }
-                    EntryOutcome::Retry(why) => {
-                        last_err = why.clone();
-                        results[i] = Some(why);
-                        still.push(i);
+                }
+                let failed = still.len();
+                if let Ok(mut p) = pending.lock() {
+                    *p = still;
+                }
+                if failed == 0 {
+                    return Ok(());
+                }
+                tracing::debug!(pubsub = %sub.pubsub, topic = %sub.topic, path, failed, "bulk delivery attempt failed: {last_err}");
+                Err(Failure::Other(last_err))
+            })
+            .await;
+        run.map_err(|e| {
+            let why = e.to_string();
+            tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, path, "bulk delivery failed: {why}");
+            // A timed-out or refused attempt leaves its entries failed with that reason.
+            if let (Ok(p), Ok(mut r)) = (pending.lock(), results.lock()) {
+                for i in p.iter() {
+                    if r[*i].is_none() {
+                        r[*i] = Some(why.clone());
                     }
                 }
             }
-            if still.is_empty() {
-                return Ok(());
-            }
-            let may_retry = self.retry.as_ref().is_some_and(|p| p.max_retries < 0 || i64::from(attempt) < p.max_retries);
-            if !may_retry {
-                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, path, failed = still.len(), "bulk delivery failed: {last_err}");
-                return Err(last_err);
-            }
-            let delay = self.retry.as_ref().map(|p| p.delay(attempt)).unwrap_or_default();
-            tracing::debug!(pubsub = %sub.pubsub, topic = %sub.topic, "retrying {} bulk entries in {delay:?}: {last_err}", still.len());
-            tokio::time::sleep(delay).await;
-            pending = still;
-            attempt += 1;
-        }
+            why
+        })
     }
 
     /// The envelope daprd's NewBulkSubscribeEnvelope makes, as Go marshals it: the
@@ -374,10 +386,17 @@ impl BulkDelivery {
     /// topic; `None` when the subscription has none.
     async fn dead_letter(&self, msgs: &[Message], idx: &[usize]) -> Option<Result<(), String>> {
         let dlq = self.route.sub.dead_letter_topic.as_ref()?;
+        if let Some(e) = &self.dlq_forbidden {
+            tracing::error!(
+                "error sending message to dead letter, origin topic: {} dead letter topic {dlq} err: {e}",
+                self.route.sub.topic
+            );
+            return Some(Err(e.clone()));
+        }
         for i in idx {
             let m = &msgs[*i];
             tracing::warn!(pubsub = %self.route.sub.pubsub, topic = %m.topic, dead_letter_topic = %dlq, "sending a bulk entry to the dead-letter topic");
-            let dl = Message { topic: dlq.clone(), data: m.data.clone(), metadata: m.metadata.clone() };
+            let dl = crate::delivery::dead_letter_message(m, dlq, &self.route.sub.pubsub);
             if let Err(e) = self.pubsub.publish(dl).await {
                 return Some(Err(format!("publishing to the dead-letter topic {dlq}: {e}")));
             }
@@ -392,6 +411,7 @@ mod tests {
     use crate::app_channel::{AppTransport, TransportError};
     use crate::resources::Subscription;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     #[test]
     fn bulk_answers_are_read_as_deliver_bulk_reads_them() {
@@ -436,12 +456,14 @@ mod tests {
 
     #[async_trait::async_trait]
     impl AppTransport for FakeApp {
-        async fn send(&self, req: http::Request<Bytes>) -> Result<(u16, Bytes), TransportError> {
+        async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
             let body: Value = serde_json::from_slice(req.body()).map_err(|e| TransportError(e.to_string()))?;
             let entries = body["entries"].as_array().cloned().unwrap_or_default();
             self.seen.lock().unwrap().push((req.uri().path().to_string(), body));
             let (status, answer) = (self.answer)(&entries);
-            Ok((status, Bytes::from(answer)))
+            let mut resp = http::Response::new(Bytes::from(answer));
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            Ok(resp)
         }
     }
 
@@ -454,8 +476,14 @@ mod tests {
         let sub = Subscription::new("ps".into(), "t".into(), Some("/b".into()), None, Default::default(), dlq.map(str::to_owned), false);
         let pubsub: Arc<dyn PubSub> = Arc::new(spindapr_dapr_components::pubsub::in_memory::InMemoryPubSub::default());
         let channel = Arc::new(AppChannel::new(app, "127.0.0.1", 1, "me", None));
-        let d =
-            BulkDelivery { route: Route::compile(sub).unwrap(), pubsub: pubsub.clone(), app: channel, retry: None, timeout: None, config };
+        let d = BulkDelivery {
+            route: Route::compile(sub).unwrap(),
+            pubsub: pubsub.clone(),
+            app: channel,
+            policy: Policy::default(),
+            config,
+            dlq_forbidden: None,
+        };
         (Arc::new(d), pubsub)
     }
 

@@ -33,84 +33,116 @@ pub struct PublishInput<'a> {
     pub metadata: &'a BTreeMap<String, String>,
 }
 
-/// Whether a content type is JSON (`application/json` or a `+json` suffix), as Dapr checks.
+/// contrib's `isContentType`: the lower-cased value equals `want`, or its part before the
+/// first `;` does (nothing trimmed).
+fn is_content_type(ct: &str, want: &str) -> bool {
+    let ct = ct.to_lowercase();
+    ct == want || ct.split(';').next() == Some(want)
+}
+
+/// contrib's `IsJSONContentType`: `application/json` only (`+json` types are not JSON).
 pub fn is_json_content_type(ct: &str) -> bool {
-    let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    base == "application/json" || base.ends_with("+json")
+    is_content_type(ct, "application/json")
 }
 
-fn is_binary_content_type(ct: &str) -> bool {
-    ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream")
+/// contrib's `IsCloudEventContentType`.
+pub fn is_cloudevent_content_type(ct: &str) -> bool {
+    is_content_type(ct, CLOUDEVENT_CONTENT_TYPE)
 }
 
-/// Builds the envelope for `body`. A body sent as `application/cloudevents+json` is
-/// kept, with daprd's overrides and defaults applied; invalid JSON there is an error.
+/// contrib's `IsBinaryContentType`.
+pub fn is_binary_content_type(ct: &str) -> bool {
+    is_content_type(ct, "application/octet-stream")
+}
+
+/// contrib's `IsStringContentType`: `text/*` or `application/xml`.
+pub fn is_string_content_type(ct: &str) -> bool {
+    ct.to_lowercase().starts_with("text/") || is_content_type(ct, "application/xml")
+}
+
+/// The first JSON value of `body`, as Go's `json.Decoder` reads it (what follows is
+/// ignored).
+pub(crate) fn first_json_value(body: &[u8]) -> Option<Value> {
+    serde_json::Deserializer::from_slice(body).into_iter::<Value>().next().and_then(Result::ok)
+}
+
+/// A `cloudevent.<field>` override, looked up as mapstructure does: the exact key first,
+/// then any case. A present but empty value still overrides.
+fn ce_override<'a>(md: &'a BTreeMap<String, String>, field: &str) -> Option<&'a str> {
+    let key = format!("cloudevent.{field}");
+    md.get(&key).or_else(|| md.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)).map(|(_, v)| v)).map(String::as_str)
+}
+
+/// Builds the envelope for `body` as daprd's `NewCloudEvent` does. A body sent as
+/// `application/cloudevents+json` is kept (contrib's `FromCloudEvent`: defaults and trace
+/// filled only where missing, no `cloudevent.*` overrides); invalid JSON there is an
+/// error. Any other body is wrapped, the overrides applied. The TTL (`ttl` or
+/// `ttlInSeconds`) sets `expiration`; a TTL that does not parse is ignored.
 pub fn envelope(input: &PublishInput, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> Result<BTreeMap<String, Value>, String> {
     let ct = input.content_type.filter(|c| !c.is_empty());
     let time = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut ce: BTreeMap<String, Value> =
-        if ct.is_some_and(|c| c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(CLOUDEVENT_CONTENT_TYPE)) {
-            let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-            let Value::Object(m) = v else {
-                return Err("the cloud event is not a JSON object".into());
-            };
-            let mut m: BTreeMap<String, Value> = m.into_iter().collect();
-            m.entry("time".into()).or_insert_with(|| Value::String(time.clone()));
-            if !m.contains_key("traceid") {
-                m.insert("traceid".into(), Value::String(input.traceparent.into()));
-                m.insert("traceparent".into(), Value::String(input.traceparent.into()));
-                m.insert("tracestate".into(), Value::String(input.tracestate.into()));
-            }
-            m.entry("source".into()).or_insert_with(|| Value::String("Dapr".into()));
-            m.entry("type".into()).or_insert_with(|| Value::String(DEFAULT_TYPE.into()));
-            m.entry("specversion".into()).or_insert_with(|| Value::String("1.0".into()));
-            m.entry("id".into()).or_insert_with(|| Value::String(uuid::Uuid::new_v4().to_string()));
-            m
-        } else {
-            let ct = ct.unwrap_or("text/plain");
-            let mut m = BTreeMap::new();
-            m.insert("id".into(), Value::String(uuid::Uuid::new_v4().to_string()));
-            m.insert("specversion".into(), Value::String("1.0".into()));
-            m.insert("source".into(), Value::String(input.app_id.into()));
-            m.insert("type".into(), Value::String(DEFAULT_TYPE.into()));
-            m.insert("datacontenttype".into(), Value::String(ct.into()));
+    let mut ce: BTreeMap<String, Value> = if ct.is_some_and(is_cloudevent_content_type) {
+        let Some(Value::Object(m)) = first_json_value(body) else {
+            return Err("cannot create cloudevent: the body is not a JSON object".into());
+        };
+        let mut m: BTreeMap<String, Value> = m.into_iter().collect();
+        m.entry("time".into()).or_insert_with(|| Value::String(time.clone()));
+        if !m.contains_key("traceid") {
             m.insert("traceid".into(), Value::String(input.traceparent.into()));
             m.insert("traceparent".into(), Value::String(input.traceparent.into()));
-            m.insert("tracestate".into(), Value::String(input.tracestate.into()));
-            m.insert("time".into(), Value::String(time));
-            if is_binary_content_type(ct) {
-                m.insert("data_base64".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(body)));
-            } else if is_json_content_type(ct) {
-                match serde_json::from_slice::<Value>(body) {
-                    Ok(v) => m.insert("data".into(), v),
-                    Err(_) => m.insert("data".into(), Value::String(String::from_utf8_lossy(body).into_owned())),
-                };
-            } else {
-                m.insert("data".into(), Value::String(String::from_utf8_lossy(body).into_owned()));
+        }
+        m.entry("tracestate".into()).or_insert_with(|| Value::String(input.tracestate.into()));
+        for (k, default) in [("source", "Dapr"), ("type", DEFAULT_TYPE), ("specversion", "1.0")] {
+            if m.get(k).is_none_or(Value::is_null) {
+                m.insert(k.into(), Value::String(default.into()));
             }
-            m
+        }
+        m
+    } else {
+        let md = input.metadata;
+        let ct = ct.unwrap_or("text/plain");
+        let or_default = |v: Option<&str>, default: &str| v.filter(|v| !v.is_empty()).unwrap_or(default).to_string();
+        let mut m = BTreeMap::new();
+        let id = or_default(ce_override(md, "id"), "");
+        m.insert("id".into(), Value::String(if id.is_empty() { uuid::Uuid::new_v4().to_string() } else { id }));
+        m.insert("specversion".into(), Value::String("1.0".into()));
+        let source = match ce_override(md, "source") {
+            Some(v) => or_default(Some(v), "Dapr"),
+            None => input.app_id.to_string(),
         };
+        m.insert("source".into(), Value::String(source));
+        m.insert("type".into(), Value::String(or_default(ce_override(md, "type"), DEFAULT_TYPE)));
+        m.insert("datacontenttype".into(), Value::String(ct.into()));
+        // One trace value fills both fields: the override's traceparent, else its traceid,
+        // else the caller's.
+        let mut trace = ce_override(md, "traceid").unwrap_or(input.traceparent).to_string();
+        if let Some(tp) = ce_override(md, "traceparent").filter(|v| !v.is_empty()) {
+            trace = tp.to_string();
+        }
+        m.insert("traceid".into(), Value::String(trace.clone()));
+        m.insert("traceparent".into(), Value::String(trace));
+        m.insert("tracestate".into(), Value::String(ce_override(md, "tracestate").unwrap_or(input.tracestate).into()));
+        if let Some(subject) = ce_override(md, "subject").filter(|v| !v.is_empty()) {
+            m.insert("subject".into(), Value::String(subject.into()));
+        }
+        m.insert("time".into(), Value::String(time));
+        if is_binary_content_type(ct) || is_content_type(ct, "application/cloudevents+protobuf") {
+            m.insert("data_base64".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(body)));
+        } else if is_json_content_type(ct) {
+            let data = first_json_value(body).unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()));
+            m.insert("data".into(), data);
+        } else {
+            m.insert("data".into(), Value::String(String::from_utf8_lossy(body).into_owned()));
+        }
+        m
+    };
     ce.insert("topic".into(), Value::String(input.topic.into()));
     ce.insert("pubsubname".into(), Value::String(input.pubsub.into()));
-    for (field, key) in [
-        ("id", "cloudevent.id"),
-        ("source", "cloudevent.source"),
-        ("type", "cloudevent.type"),
-        ("traceid", "cloudevent.traceid"),
-        ("tracestate", "cloudevent.tracestate"),
-        ("traceparent", "cloudevent.traceparent"),
-        ("subject", "cloudevent.subject"),
-    ] {
-        if let Some(v) = input.metadata.get(key).filter(|v| !v.is_empty()) {
-            ce.insert(field.into(), Value::String(v.clone()));
-        }
-    }
-    if let Some(ttl) = input.metadata.get("ttlInSeconds") {
-        let secs: i64 = ttl.parse().map_err(|_| format!("invalid ttlInSeconds {ttl:?}"))?;
-        // A TTL past what a timestamp can hold never expires: no expiration, no overflow.
-        if let Some(exp) = chrono::Duration::try_seconds(secs).and_then(|d| now.checked_add_signed(d)) {
-            ce.insert("expiration".into(), Value::String(exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-        }
+    // ApplyMetadata: TryGetTTL's error is discarded; the brokers here have no native TTL.
+    if let Ok(Some(nanos)) = crate::go_compat::try_get_ttl(input.metadata)
+        && let Some(exp) = now.checked_add_signed(chrono::Duration::nanoseconds(nanos))
+    {
+        ce.insert("expiration".into(), Value::String(exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
     }
     Ok(ce)
 }
@@ -346,12 +378,29 @@ mod tests {
         assert!(!ce.contains_key("data"));
         let ce = envelope(&input(Some("application/json"), &md), b"{not json", now()).unwrap();
         assert_eq!(ce["data"], "{not json");
+        // contrib's IsJSONContentType: `+json` types are not JSON, the part before `;`
+        // counts, nothing is trimmed; trailing bytes after the JSON value are ignored.
         let ce = envelope(&input(Some("application/vnd.x+json"), &md), b"[1]", now()).unwrap();
-        assert_eq!(ce["data"], serde_json::json!([1]));
+        assert_eq!(ce["data"], "[1]");
+        let ce = envelope(&input(Some("Application/JSON; charset=utf-8"), &md), br#"{"a":1} trailing"#, now()).unwrap();
+        assert_eq!(ce["data"], serde_json::json!({"a": 1}));
+        let ce = envelope(&input(Some("application/json ;x"), &md), b"[1]", now()).unwrap();
+        assert_eq!(ce["data"], "[1]");
+        let ce = envelope(&input(Some("application/cloudevents+protobuf"), &md), &[0, 1], now()).unwrap();
+        assert_eq!(ce["data_base64"], "AAE=");
     }
 
     #[test]
-    fn cloudevent_bodies_are_kept_with_overrides() {
+    fn cloudevent_bodies_are_kept_as_from_cloud_event() {
+        // FromCloudEvent: no id added, no overrides, null defaults, tracestate on its own.
+        let md: BTreeMap<String, String> = [("cloudevent.id".to_string(), "z".to_string())].into();
+        let mut i = input(Some("application/cloudevents+json"), &md);
+        i.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        i.tracestate = "a=b";
+        let ce = envelope(&i, br#"{"source":null,"traceid":"x"}"#, now()).unwrap();
+        assert!(!ce.contains_key("id"));
+        assert_eq!((ce["source"].as_str(), ce["traceid"].as_str(), ce["tracestate"].as_str()), (Some("Dapr"), Some("x"), Some("a=b")));
+        assert!(!ce.contains_key("traceparent"), "the caller's trace fills traceparent only with traceid");
         let md = BTreeMap::new();
         let ce = envelope(
             &input(Some("application/cloudevents+json"), &md),
@@ -371,25 +420,53 @@ mod tests {
 
     #[test]
     fn metadata_overrides_and_ttl() {
-        let md: BTreeMap<String, String> = [("cloudevent.id", "fixed"), ("cloudevent.subject", "s"), ("ttlInSeconds", "60")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let ce = envelope(&input(Some("text/plain"), &md), b"x", now()).unwrap();
+        let md =
+            |pairs: &[(&str, &str)]| -> BTreeMap<String, String> { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let ce = envelope(
+            &input(Some("text/plain"), &md(&[("cloudevent.id", "fixed"), ("cloudevent.subject", "s"), ("ttlInSeconds", "60")])),
+            b"x",
+            now(),
+        )
+        .unwrap();
         assert_eq!(ce["id"], "fixed");
         assert_eq!(ce["subject"], "s");
         assert_eq!(ce["expiration"], "2026-11-26T10:21:30Z");
         let v = serde_json::to_value(&ce).unwrap();
         assert!(!is_expired(&v, now()));
         assert!(is_expired(&v, now() + chrono::Duration::seconds(61)));
+        // Empty overrides still override, then the defaults apply; keys in any case;
+        // traceparent wins over traceid and fills both.
+        let ce = envelope(
+            &input(Some("text/plain"), &md(&[("cloudevent.source", ""), ("cloudevent.TraceId", "U"), ("cloudevent.traceparent", "T")])),
+            b"x",
+            now(),
+        )
+        .unwrap();
+        assert_eq!((ce["source"].as_str(), ce["traceid"].as_str(), ce["traceparent"].as_str()), (Some("Dapr"), Some("T"), Some("T")));
+        let ce = envelope(&input(Some("text/plain"), &md(&[("cloudevent.TraceId", "U")])), b"x", now()).unwrap();
+        assert_eq!((ce["traceid"].as_str(), ce["traceparent"].as_str()), (Some("U"), Some("U")));
+        // TryGetTTL: `ttl` first, any case, Go durations; a bad value is ignored; 0 is now.
+        for (pairs, want) in [
+            (&[("ttl", "90s"), ("ttlInSeconds", "5")][..], Some("2026-11-26T10:22:00Z")),
+            (&[("TTLINSECONDS", "60")][..], Some("2026-11-26T10:21:30Z")),
+            (&[("ttlInSeconds", "abc")][..], None),
+            (&[("ttlInSeconds", "-5")][..], None),
+            (&[("ttlInSeconds", "0")][..], Some("2026-11-26T10:20:30Z")),
+            (&[("ttl", "-5s")][..], Some("2026-11-26T10:20:30Z")),
+        ] {
+            let ce = envelope(&input(Some("text/plain"), &md(pairs)), b"x", now()).unwrap();
+            assert_eq!(ce.get("expiration").and_then(Value::as_str), want, "{pairs:?}");
+        }
     }
 
     #[test]
-    fn a_ttl_beyond_any_timestamp_never_expires_and_does_not_panic() {
-        for ttl in ["99999999999999", "9223372036854775807", "-9223372036854775808"] {
+    fn huge_ttls_do_not_panic() {
+        for ttl in ["99999999999999", "9223372036854775807", "-9223372036854775808", "9223372037"] {
             let md: BTreeMap<String, String> = [("ttlInSeconds".to_string(), ttl.to_string())].into_iter().collect();
             let ce = envelope(&input(Some("text/plain"), &md), b"x", now()).unwrap();
-            assert!(!ce.contains_key("expiration"), "{ttl}: {ce:?}");
+            if let Some(e) = ce.get("expiration").and_then(Value::as_str) {
+                assert!(e > "2026", "{ttl}: {e}");
+            }
         }
     }
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::app_channel::{AppChannel, TransportError};
-use crate::resources::{RetryPolicy, Subscription};
+use crate::app_channel::AppChannel;
+use crate::resiliency::{Failure, Policy};
+use crate::resources::Subscription;
 use spindapr_dapr_components::pubsub::{Message, NotProcessed, PubSub};
 
 /// What the app's answer means.
@@ -116,9 +117,10 @@ pub struct Delivery {
     pub route: Route,
     pub pubsub: Arc<dyn PubSub>,
     pub app: Arc<AppChannel>,
-    pub retry: Option<RetryPolicy>,
-    /// Resiliency inbound timeout: an answer slower than this is a failed delivery.
-    pub timeout: Option<std::time::Duration>,
+    /// The component's inbound Resiliency policy.
+    pub policy: Policy,
+    /// Why the dead-letter topic may not be published to (publishingScopes), if so.
+    pub dlq_forbidden: Option<String>,
 }
 
 impl Delivery {
@@ -156,46 +158,36 @@ impl Delivery {
                 return self.fail(&msg, e).await;
             }
         };
-        // daprd adds `pubsubName` to the message metadata, and sends metadata as headers.
-        let mut headers: Vec<(String, String)> = vec![("pubsubname".into(), sub.pubsub.clone())];
-        for field in ["traceparent", "tracestate"] {
-            if let Some(v) = event.get(field).and_then(Value::as_str).filter(|v| !v.is_empty()) {
-                headers.push((field.into(), v.into()));
-            }
-        }
-        for (k, v) in &msg.metadata {
-            headers.push((k.clone(), v.clone()));
-        }
-        let mut attempt: u32 = 0;
-        loop {
-            let call = self.app.post_event(&path, body.clone(), &headers);
-            let answer = match self.timeout {
-                Some(t) => tokio::time::timeout(t, call)
-                    .await
-                    .unwrap_or_else(|_| Err(TransportError(format!("the app did not answer within {t:?}")))),
-                None => call.await,
-            };
-            let outcome = match answer {
-                Ok((status, answer)) => interpret(status, &answer),
-                Err(e) => Outcome::Retry(format!("delivering to the app failed: {e:#}")),
-            };
-            match outcome {
-                Outcome::Success => return Ok(()),
-                Outcome::Drop(why) => {
-                    tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
-                    return self.dead_letter(&msg, &why).await;
-                }
-                Outcome::Retry(why) => {
-                    let may_retry = self.retry.as_ref().is_some_and(|p| p.max_retries < 0 || i64::from(attempt) < p.max_retries);
-                    if !may_retry {
-                        tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, attempts = attempt + 1, "delivery failed: {why}");
-                        return self.fail(&msg, why).await;
+        let headers = delivery_headers(&event, &msg.metadata, &sub.pubsub);
+        // Each attempt as daprd's policy runner sees it: DROP and 404 end it (after the
+        // dead-letter topic), a status answer is a CodeError for `matching`, the rest
+        // (RETRY, unknown statuses, no answer) are plain errors.
+        let result = self
+            .policy
+            .run(|_| async {
+                let (outcome, status) = match self.app.post_event(&path, body.clone(), &headers).await {
+                    Ok((status, answer)) => (interpret(status, &answer), Some(status)),
+                    Err(e) => (Outcome::Retry(format!("delivering to the app failed: {e:#}")), None),
+                };
+                match outcome {
+                    Outcome::Success => Ok(Ok(())),
+                    Outcome::Drop(why) => {
+                        tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
+                        Ok(self.dead_letter(&msg, &why).await)
                     }
-                    let delay = self.retry.as_ref().map(|p| p.delay(attempt)).unwrap_or_default();
-                    tracing::debug!(pubsub = %sub.pubsub, topic = %msg.topic, "retrying in {delay:?}: {why}");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+                    Outcome::Retry(why) => match status.filter(|s| !(200..300).contains(s)) {
+                        Some(code) => Err(Failure::Code(u32::from(code), why)),
+                        None => Err(Failure::Other(why)),
+                    },
                 }
+            })
+            .await;
+        match result {
+            Ok(done) => done,
+            Err(e) => {
+                let why = e.to_string();
+                tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "delivery failed: {why}");
+                self.fail(&msg, why).await
             }
         }
     }
@@ -212,10 +204,72 @@ impl Delivery {
         let Some(dlq) = &self.route.sub.dead_letter_topic else {
             return Ok(());
         };
+        if let Some(e) = &self.dlq_forbidden {
+            tracing::error!("error sending message to dead letter, origin topic: {} dead letter topic {dlq} err: {e}", msg.topic);
+            return Err(NotProcessed(e.clone()));
+        }
         tracing::warn!(pubsub = %self.route.sub.pubsub, topic = %msg.topic, dead_letter_topic = %dlq, "sending the message to the dead-letter topic: {why}");
-        let m = Message { topic: dlq.clone(), data: msg.data.clone(), metadata: msg.metadata.clone() };
+        let m = dead_letter_message(msg, dlq, &self.route.sub.pubsub);
         self.pubsub.publish(m).await.map_err(|e| NotProcessed(format!("publishing to the dead-letter topic {dlq}: {e}")))
     }
+}
+
+/// The message daprd's sendToDeadLetter publishes: the original bytes, the metadata
+/// with `pubsubName` added.
+pub(crate) fn dead_letter_message(msg: &Message, dlq: &str, pubsub: &str) -> Message {
+    let mut metadata = msg.metadata.clone();
+    metadata.insert("pubsubName".into(), pubsub.into());
+    Message { topic: dlq.to_string(), data: msg.data.clone(), metadata }
+}
+
+/// daprd's zero span context, sent when the event's trace is empty or invalid.
+pub(crate) const ZERO_TRACEPARENT: &str = "00-00000000000000000000000000000000-0000000000000000-00";
+
+/// The headers of a delivery, as postman/http `Deliver` builds them: `traceparent` from
+/// the event's `traceparent` (else `traceid`) — normalised, or the zero value when empty
+/// or invalid, none when absent or not a string; never `tracestate`; the message's
+/// metadata as headers but for trace, content and hop-by-hop keys (`grpc-*` renamed
+/// `dapr-grpc-*`); `pubsubName` last.
+pub(crate) fn delivery_headers(event: &Value, metadata: &BTreeMap<String, String>, pubsub: &str) -> Vec<(String, String)> {
+    const DROPPED: &[&str] = &[
+        "traceparent",
+        "tracestate",
+        "content-type",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "http2-settings",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "destination-app-id",
+        "pubsubname",
+    ];
+    let mut headers = Vec::new();
+    let trace = match event.get("traceparent").filter(|v| !v.is_null()) {
+        Some(v) => Some(v),
+        None => event.get("traceid").filter(|v| !v.is_null()),
+    };
+    if let Some(Value::String(t)) = trace {
+        headers.push(("traceparent".to_string(), crate::go_compat::normalise_traceparent(t).unwrap_or_else(|| ZERO_TRACEPARENT.into())));
+    }
+    for (k, v) in metadata {
+        let lower = k.to_ascii_lowercase();
+        if DROPPED.contains(&lower.as_str()) || lower.ends_with("-bin") {
+            continue;
+        }
+        let name = match lower.strip_prefix("grpc-") {
+            Some(rest) => format!("dapr-grpc-{rest}"),
+            None => k.clone(),
+        };
+        headers.push((name, v.clone()));
+    }
+    headers.push(("pubsubname".to_string(), pubsub.to_string()));
+    headers
 }
 
 /// A raw (non-CloudEvent) payload wrapped as daprd does for `rawPayload` subscriptions.

@@ -4,14 +4,18 @@
 
 mod api;
 pub mod app_channel;
+mod breaker;
 mod bulk;
 mod cloudevents;
 mod delivery;
 mod errors;
 #[cfg(test)]
 mod fuzz;
+mod go_compat;
 mod go_json;
+mod invoke;
 mod outbox;
+mod resiliency;
 pub mod resources;
 
 use spindapr_dapr_components::{pubsub, state};
@@ -31,7 +35,11 @@ use pubsub::PubSub;
 use resources::{Component, Resources, Subscription};
 use state::StateStore;
 
-/// The version `GET /v1.0/metadata` reports: the daprd release this sidecar follows.
+/// The daprd release this sidecar follows: what `GET /v1.0/metadata` reports (daprd's
+/// own tests require a plain `x.y.z` there).
+pub const DAPR_VERSION: &str = "1.18.3";
+
+/// This sidecar's own version, for logs and `--version`.
 pub const RUNTIME_VERSION: &str = concat!("1.18.3-spindapr.", env!("CARGO_PKG_VERSION"));
 
 /// daprd's flags, as far as this sidecar honours them.
@@ -100,6 +108,9 @@ pub struct Sidecar {
     subscriptions: RwLock<Vec<Subscription>>,
     ready: AtomicBool,
     app: Option<Arc<AppChannel>>,
+    resiliency: resiliency::Resiliency,
+    /// `PUT /v1.0/metadata/{key}` values, shown under `extended`.
+    extended: RwLock<BTreeMap<String, String>>,
 }
 
 impl Sidecar {
@@ -151,7 +162,10 @@ impl Sidecar {
         }
         let app =
             cfg.app_port.map(|port| Arc::new(AppChannel::new(transport, &cfg.app_host, port, &cfg.app_id, cfg.app_api_token.clone())));
+        let resiliency = resiliency::Resiliency::build(&resources.resiliency).map_err(|e| anyhow::anyhow!("resiliency: {e}"))?;
         Ok(Arc::new(Self {
+            resiliency,
+            extended: RwLock::new(BTreeMap::new()),
             subscriptions: RwLock::new(resources.subscriptions.clone()),
             ready: AtomicBool::new(app.is_none()),
             cfg,
@@ -198,23 +212,40 @@ impl Sidecar {
             subs.push(p);
         }
         for s in &subs {
-            let Some((ps, _)) = self.pubsubs.get(&s.pubsub) else {
+            let Some((ps, comp)) = self.pubsubs.get(&s.pubsub) else {
                 tracing::warn!("subscription to {}/{}: pubsub {} is not loaded; skipped", s.pubsub, s.topic, s.pubsub);
                 continue;
             };
+            // subscription.New's IsOperationAllowed: a denied subscription stays listed but
+            // receives nothing.
+            if !api::topic_allowed(comp, &self.cfg.app_id, &s.topic, "subscriptionScopes") {
+                tracing::error!(
+                    "Failed to start subscription for pubsub {}, topic {}: subscription to topic '{}' on pubsub '{}' is not allowed",
+                    s.pubsub,
+                    s.topic,
+                    s.topic,
+                    s.pubsub
+                );
+                continue;
+            }
+            let dlq_forbidden = s
+                .dead_letter_topic
+                .as_ref()
+                .filter(|d| !api::topic_allowed(comp, &self.cfg.app_id, d, "publishingScopes"))
+                .map(|d| format!("topic {d} is not allowed for app id {}", self.cfg.app_id));
             let route = Route::compile(s.clone())?;
-            let (retry, timeout) = (self.resources.inbound_retry(&s.pubsub), self.resources.inbound_timeout(&s.pubsub));
+            let policy = self.resiliency.component(&s.pubsub, resiliency::Kind::Pubsub, resiliency::Dir::Inbound);
             let handler: pubsub::Handler = match s.bulk {
                 Some(config) => bulk::batching_handler(Arc::new(bulk::BulkDelivery {
                     route,
                     pubsub: ps.clone(),
                     app: app.clone(),
-                    retry,
-                    timeout,
+                    policy,
                     config,
+                    dlq_forbidden,
                 })),
                 None => {
-                    let d = Arc::new(Delivery { route, pubsub: ps.clone(), app: app.clone(), retry, timeout });
+                    let d = Arc::new(Delivery { route, pubsub: ps.clone(), app: app.clone(), policy, dlq_forbidden });
                     Arc::new(move |m| {
                         let d = d.clone();
                         Box::pin(async move { d.deliver(m).await })

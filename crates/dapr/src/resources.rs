@@ -311,19 +311,19 @@ pub struct Policies {
     /// `policies.retries`: policy name to retry settings.
     #[serde(default)]
     pub retries: BTreeMap<String, RetrySpec>,
-    /// `policies.circuitBreakers`: named circuit breakers (refused here).
+    /// `policies.circuitBreakers`: named circuit breakers.
     #[serde(default)]
-    pub circuit_breakers: BTreeMap<String, serde_norway::Value>,
+    pub circuit_breakers: BTreeMap<String, CircuitBreakerSpec>,
 }
 
 /// One retry policy under `spec.policies.retries`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RetrySpec {
-    /// `policy`: `constant` (the default) or `exponential` back-off.
+    /// `policy`: `constant` (the default) or `exponential` back-off (any case).
     #[serde(default)]
     pub policy: Option<String>,
-    /// `duration`: the constant wait, or the first wait of an exponential back-off.
+    /// `duration`: the constant wait (ignored by `exponential`, as daprd).
     #[serde(default)]
     pub duration: Option<String>,
     /// `maxInterval`: the cap on an exponential back-off's wait.
@@ -332,18 +332,48 @@ pub struct RetrySpec {
     /// `maxRetries`: how many retries after the first attempt; -1 or absent means no limit.
     #[serde(default)]
     pub max_retries: Option<i64>,
-    /// `matching`: which status codes or errors are retried (accepted, not applied here).
+    /// `matching`: which status codes are retried.
     #[serde(default)]
-    pub matching: Option<serde_norway::Value>,
+    pub matching: Option<MatchingSpec>,
+}
+
+/// A retry policy's `matching` block: comma lists of codes or `A-B` ranges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingSpec {
+    /// `httpStatusCodes`: the HTTP statuses retried (100–599).
+    #[serde(default, rename = "httpStatusCodes")]
+    pub http_status_codes: Option<String>,
+    /// `gRPCStatusCodes`: the gRPC codes retried (0–16).
+    #[serde(default, rename = "gRPCStatusCodes")]
+    pub grpc_status_codes: Option<String>,
+}
+
+/// One circuit breaker under `spec.policies.circuitBreakers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreakerSpec {
+    /// `maxRequests`: calls let through while half-open (0: 1).
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    /// `interval`: how often a closed breaker clears its counts (0: never).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// `timeout`: how long it stays open before trying again (0: 60 s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// `trip`: a CEL expression over the counts (default `consecutiveFailures > 5`).
+    #[serde(default)]
+    pub trip: Option<String>,
 }
 
 /// The `spec.targets` block: where the named policies apply.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Targets {
-    /// `targets.apps`: policies for service invocation, by app id (accepted, not applied here).
+    /// `targets.apps`: policies for service invocation, by app id.
     #[serde(default)]
-    pub apps: BTreeMap<String, serde_norway::Value>,
+    pub apps: BTreeMap<String, TargetPolicies>,
     /// `targets.actors`: policies for actor types (accepted, not applied here).
     #[serde(default)]
     pub actors: BTreeMap<String, serde_norway::Value>,
@@ -368,53 +398,18 @@ pub struct ComponentTargets {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetPolicies {
-    /// `timeout`: a timeout policy name, or a duration written in place.
+    /// `timeout`: a timeout policy name (a duration written here is no policy, as daprd).
     #[serde(default)]
     pub timeout: Option<String>,
     /// `retry`: a retry policy name.
     #[serde(default)]
     pub retry: Option<String>,
-    /// `circuitBreaker`: a circuit breaker policy name (refused here).
+    /// `circuitBreaker`: a circuit breaker policy name.
     #[serde(default)]
     pub circuit_breaker: Option<String>,
-}
-
-/// How the wait between retries grows.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Backoff {
-    /// The same wait before every retry.
-    Constant(Duration),
-    /// A wait that grows by `multiplier` from `initial`, up to `max_interval`.
-    Exponential {
-        /// The wait before the first retry.
-        initial: Duration,
-        /// The longest any single wait may grow to.
-        max_interval: Duration,
-        /// The factor each wait is multiplied by over the previous one.
-        multiplier: f64,
-    },
-}
-
-/// A retry policy resolved from its `RetrySpec`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// How long to wait before each retry.
-    pub backoff: Backoff,
-    /// -1: retry forever.
-    pub max_retries: i64,
-}
-
-impl RetryPolicy {
-    /// The wait before retry number `n` (0-based).
-    pub fn delay(&self, n: u32) -> Duration {
-        match &self.backoff {
-            Backoff::Constant(d) => *d,
-            Backoff::Exponential { initial, max_interval, multiplier } => {
-                let d = initial.as_secs_f64() * multiplier.powi(n as i32);
-                Duration::from_secs_f64(d.min(max_interval.as_secs_f64()))
-            }
-        }
-    }
+    /// `circuitBreakerCacheSize` (apps): accepted; the cache holds 100 methods.
+    #[serde(default)]
+    pub circuit_breaker_cache_size: Option<i64>,
 }
 
 /// Everything loaded from the resources paths.
@@ -426,83 +421,8 @@ pub struct Resources {
     pub subscriptions: Vec<Subscription>,
     /// Resiliency specs scoped to this app, in load order.
     pub resiliency: Vec<ResiliencySpec>,
-}
-
-impl Resources {
-    /// The inbound retry policy for a component (pub/sub delivery), as daprd picks it:
-    /// the component's `inbound.retry`, else the built-in default policy names.
-    pub fn inbound_retry(&self, component: &str) -> Option<RetryPolicy> {
-        for spec in &self.resiliency {
-            let named = spec.targets.components.get(component).and_then(|t| t.inbound.as_ref()).and_then(|i| i.retry.as_ref());
-            if let Some(name) = named
-                && let Some(r) = spec.policies.retries.get(name)
-            {
-                return retry_policy(r).ok();
-            }
-        }
-        for name in [
-            "DefaultPubsubComponentInboundRetryPolicy",
-            "DefaultComponentInboundRetryPolicy",
-            "DefaultComponentRetryPolicy",
-            "DefaultRetryPolicy",
-        ] {
-            for spec in &self.resiliency {
-                if let Some(r) = spec.policies.retries.get(name) {
-                    return retry_policy(r).ok();
-                }
-            }
-        }
-        None
-    }
-
-    /// The outbound timeout for a component (publishing to it), if a policy sets one.
-    pub fn outbound_timeout(&self, component: &str) -> Option<Duration> {
-        self.timeout(component, |t| t.outbound.as_ref())
-    }
-
-    /// The inbound timeout for a component (each delivery to the app), if a policy sets one.
-    pub fn inbound_timeout(&self, component: &str) -> Option<Duration> {
-        self.timeout(component, |t| t.inbound.as_ref())
-    }
-
-    fn timeout(&self, component: &str, side: impl Fn(&ComponentTargets) -> Option<&TargetPolicies>) -> Option<Duration> {
-        self.resiliency.iter().find_map(|spec| {
-            let name = side(spec.targets.components.get(component)?)?.timeout.as_ref()?;
-            // A policy name, or (as daprd also accepts) a duration written in place.
-            let value = spec.policies.timeouts.get(name).map(String::as_str).unwrap_or(name);
-            parse_go_duration(value).ok()
-        })
-    }
-}
-
-fn retry_policy(r: &RetrySpec) -> Result<RetryPolicy, String> {
-    let max_retries = r.max_retries.unwrap_or(-1);
-    let backoff = match r.policy.as_deref().unwrap_or("constant") {
-        "constant" => Backoff::Constant(
-            r.duration.as_deref().map(parse_go_duration).transpose().map_err(|e| e.to_string())?.unwrap_or(Duration::from_secs(5)),
-        ),
-        "exponential" => Backoff::Exponential {
-            initial: r
-                .duration
-                .as_deref()
-                .map(parse_go_duration)
-                .transpose()
-                .map_err(|e| e.to_string())?
-                .unwrap_or(Duration::from_millis(500)),
-            max_interval: r
-                .max_interval
-                .as_deref()
-                .map(parse_go_duration)
-                .transpose()
-                .map_err(|e| e.to_string())?
-                .unwrap_or(Duration::from_secs(60)),
-            multiplier: 1.5,
-        },
-        other => {
-            return Err(format!("unknown retry policy {other:?}: use constant or exponential"));
-        }
-    };
-    Ok(RetryPolicy { backoff, max_retries })
+    /// Their resource names, in the same order.
+    pub resiliency_names: Vec<String>,
 }
 
 /// One Dapr resource document, typed (unknown fields rejected), before any check of
@@ -560,7 +480,44 @@ pub fn load(paths: &[PathBuf], app_id: &str) -> Result<Resources, ResourceError>
             load_file(&file, app_id, &mut out)?;
         }
     }
+    warn_undefined_policies(&out.resiliency);
     Ok(out)
+}
+
+/// A target may name a policy of any Resiliency document; one that names a policy no
+/// document defines gets none (daprd: silently for retries and timeouts, a crash for
+/// circuit breakers), so say so at start.
+fn warn_undefined_policies(specs: &[ResiliencySpec]) {
+    let defined = |f: Names, name: &str| specs.iter().any(|s| f(&s.policies).contains(&&name.to_string()));
+    type Names = fn(&Policies) -> Vec<&String>;
+    let check = |target: &str, t: &TargetPolicies| {
+        let named: [(&str, &Option<String>, Names); 3] = [
+            ("retry", &t.retry, |p| p.retries.keys().collect()),
+            ("timeout", &t.timeout, |p| p.timeouts.keys().collect()),
+            ("circuitBreaker", &t.circuit_breaker, |p| p.circuit_breakers.keys().collect()),
+        ];
+        for (kind, name, keys) in named {
+            if let Some(n) = name
+                && !defined(keys, n)
+            {
+                tracing::warn!(
+                    "resiliency target {target}: {kind} {n:?} is not defined in any Resiliency's policies; it has no {kind} policy"
+                );
+            }
+        }
+    };
+    for s in specs {
+        for (app, t) in &s.targets.apps {
+            check(&format!("apps.{app}"), t);
+        }
+        for (c, t) in &s.targets.components {
+            for (side, p) in [("inbound", &t.inbound), ("outbound", &t.outbound)] {
+                if let Some(p) = p {
+                    check(&format!("components.{c}.{side}"), p);
+                }
+            }
+        }
+    }
 }
 
 fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), ResourceError> {
@@ -654,44 +611,18 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {
                     continue;
                 }
+                let policy =
+                    |kind: &str, name: &str, e: String| err(line_of(&format!("{name}:")), Some(format!("spec.policies.{kind}.{name}")), e);
                 for (name, r) in &doc.spec.policies.retries {
-                    retry_policy(r).map_err(|e| err(line_of(&format!("{name}:")), Some(format!("spec.policies.retries.{name}")), e))?;
+                    crate::resiliency::RetryPolicy::parse(r).map_err(|e| policy("retries", name, e))?;
                 }
                 for (name, d) in &doc.spec.policies.timeouts {
-                    parse_go_duration(d)
-                        .map_err(|e| err(line_of(&format!("{name}:")), Some(format!("spec.policies.timeouts.{name}")), e.to_string()))?;
+                    crate::go_compat::resiliency_duration(d).map_err(|e| policy("timeouts", name, e))?;
                 }
-                if let Some(name) = doc.spec.policies.circuit_breakers.keys().next() {
-                    return Err(err(
-                        line_of(&format!("{name}:")),
-                        Some(format!("spec.policies.circuitBreakers.{name}")),
-                        "circuit breakers are not supported by this sidecar yet; remove the policy".into(),
-                    ));
+                for (name, c) in &doc.spec.policies.circuit_breakers {
+                    crate::resiliency::breaker_spec(c).map_err(|e| policy("circuitBreakers", name, e))?;
                 }
-                for (component, t) in &doc.spec.targets.components {
-                    for (side, p) in [("inbound", &t.inbound), ("outbound", &t.outbound)] {
-                        let Some(p) = p else { continue };
-                        let at = |k: &str| Some(format!("spec.targets.components.{component}.{side}.{k}"));
-                        if p.circuit_breaker.is_some() {
-                            return Err(err(
-                                line_of("circuitBreaker:"),
-                                at("circuitBreaker"),
-                                "circuit breakers are not supported by this sidecar yet; remove `circuitBreaker`".into(),
-                            ));
-                        }
-                        if let Some(name) = &p.timeout
-                            && !doc.spec.policies.timeouts.contains_key(name)
-                        {
-                            parse_go_duration(name).map_err(|_| {
-                                err(
-                                    line_of("timeout:"),
-                                    at("timeout"),
-                                    format!("timeout {name:?} is neither a policy in spec.policies.timeouts nor a duration"),
-                                )
-                            })?;
-                        }
-                    }
-                }
+                out.resiliency_names.push(doc.metadata.name.clone());
                 out.resiliency.push(doc.spec);
             }
             None => tracing::debug!(file = %file.display(), "ignoring a {kind} resource"),
@@ -752,11 +683,14 @@ mod tests {
         assert_eq!(r.components[0].meta("PW"), Some("hunter2"));
         assert_eq!(r.subscriptions[0].default_path.as_deref(), Some("/d"));
         assert_eq!(r.subscriptions[0].dead_letter_topic.as_deref(), Some("t-dlq"));
-        let p = r.inbound_retry("pubsub").unwrap();
+        use crate::resiliency::{Backoff, Dir, Kind, Resiliency};
+        let res = Resiliency::build(&r.resiliency).unwrap();
+        let p = res.component("pubsub", Kind::Pubsub, Dir::Inbound).retry.unwrap();
         assert_eq!(p.max_retries, 3);
-        assert_eq!(p.delay(0), Duration::from_millis(100));
-        assert_eq!(p.delay(2), Duration::from_millis(225));
-        assert_eq!(r.inbound_retry("nope"), None);
+        // The exponential policy's `duration` (100ms) is ignored, as dapr/kit does.
+        assert_eq!(p.backoff, Backoff::Exponential { max_interval: Duration::from_secs(60) });
+        assert!(res.component("nope", Kind::Pubsub, Dir::Inbound).retry.is_none());
+        assert_eq!(r.resiliency_names, ["r"]);
     }
 
     #[test]
