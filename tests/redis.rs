@@ -333,3 +333,40 @@ fn slow_deliveries_are_acked_and_late_failures_redelivered_as_contrib() {
     assert!(got.len() >= 3, "a failure after processingTimeout is redelivered: {} calls\n{}", got.len(), host.logs());
     assert_eq!(got[0].body, got[2].body, "the same entry each time");
 }
+
+/// state.redis as contrib's Set and daprd's key prefixes (#12 item 7): an explicit
+/// last-write ignores the ETag; only a write that carried an ETag is a 409; a write
+/// without one over a first-write key is a 500; `ttlInSeconds` ≤ 0 persists over the
+/// component's TTL; keyPrefix is lower-cased.
+#[test]
+fn redis_state_etags_ttl_and_key_prefix_as_contrib() {
+    let db = RedisDb::new();
+    let state = format!("{}  - name: ttlInSeconds\n    value: \"100\"\n  - name: keyPrefix\n    value: MyPrefix\n", state_yaml(db.db));
+    let app = TestApp::start(None);
+    let res = app_dir(&[("state.yaml", &state)]);
+    let host = sidecar_for("myapp", app.port, res.path(), None, WAIT);
+    let mut conn = db.conn();
+    let save = |body: &str| send("POST", &host.url("/v1.0/state/statestore"), &[], body);
+    assert_eq!(save(r#"[{"key":"k","value":1}]"#).status, 204);
+    assert_eq!(hash(&mut conn, "myprefix||k").get("version").map(String::as_str), Some("1"), "keyPrefix lower-cased");
+    let a = save(r#"[{"key":"k","value":2,"etag":"9"}]"#);
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (409, Some("ERR_STATE_SAVE")));
+    assert!(a.json()["message"].as_str().unwrap().starts_with("failed saving state in state store statestore: possible etag mismatch"));
+    let a = save(r#"[{"key":"k","value":2,"etag":"9","options":{"concurrency":"last-write"}}]"#);
+    assert_eq!(a.status, 204, "an explicit last-write ignores the ETag: {}", a.body);
+    assert_eq!(get(&host.url("/v1.0/state/statestore/k")).header("etag"), Some("2"));
+    assert_eq!(save(r#"[{"key":"k","value":2,"etag":"abc"}]"#).status, 400);
+    assert_eq!(save(r#"[{"key":"new","value":1,"etag":"5"}]"#).status, 204, "an ETag on a missing key is accepted");
+    assert_eq!(save(r#"[{"key":"f","value":1,"options":{"concurrency":"first-write"}}]"#).status, 204);
+    let a = save(r#"[{"key":"f","value":2}]"#);
+    assert_eq!((a.status, a.json()["errorCode"].as_str()), (500, Some("ERR_STATE_SAVE")), "{}", a.body);
+    assert!(
+        a.json()["message"].as_str().unwrap().starts_with("failed saving state in state store statestore: failed to set key myprefix||f")
+    );
+    // The component TTL applies by default; ttlInSeconds ≤ 0 persists.
+    let ttl: i64 = redis::cmd("TTL").arg("myprefix||k").query(&mut conn).unwrap();
+    assert!((1..=100).contains(&ttl), "{ttl}");
+    assert_eq!(save(r#"[{"key":"k","value":3,"metadata":{"ttlInSeconds":"-1"}}]"#).status, 204);
+    let ttl: i64 = redis::cmd("TTL").arg("myprefix||k").query(&mut conn).unwrap();
+    assert_eq!(ttl, -1);
+}

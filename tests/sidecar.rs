@@ -855,3 +855,145 @@ fn metadata_document_and_put_as_daprd() {
     let md = get(&host.url("/v1.0/metadata")).json();
     assert_eq!(md["extended"], json!({"daprRuntimeVersion": "1.18.3", "foo": "bar"}));
 }
+
+/// Subscription edge cases (#12 item 11): in-memory wildcards as contrib's event bus (a
+/// trailing `*`, delivered under the pattern's name); two declarative subscriptions for
+/// one pubsub+topic keep the first; a declarative one with no route subscribes and drops
+/// every event; a programmatic one with no route is dropped and does not replace the
+/// declarative one; a programmatic one replaces a declarative one in place.
+#[test]
+fn subscription_edge_cases_as_daprd() {
+    let app = TestApp::start(Some(json!([
+        {"pubsubname": "pubsub", "topic": "noroute"},
+        {"pubsubname": "pubsub", "topic": "a", "route": "/123"},
+        {"pubsubname": "pubsub", "topic": "orders*", "route": "/orders-any", "metadata": {"rawPayload": "true"}}
+    ])));
+    let decl = |name: &str, topic: &str, route: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\nspec:\n  pubsubname: pubsub\n  topic: {topic}\n  route: {route}\n"
+        )
+    };
+    let blackhole =
+        "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: hole\nspec:\n  pubsubname: pubsub\n  topic: hole\n";
+    let res = resources(&[
+        ("pubsub.yaml", PUBSUB),
+        ("s1.yaml", &decl("s1", "dup", "/one")),
+        ("s2.yaml", &decl("s2", "dup", "/two")),
+        ("s3.yaml", &decl("s3", "noroute", "/x")),
+        ("s4.yaml", &decl("s4", "a", "/456")),
+        ("s5.yaml", blackhole),
+    ]);
+    let host = start_sidecar(&app, &res);
+    for t in ["dup", "noroute", "a", "hole", "orders1", "orders/eu", "orders"] {
+        assert_eq!(publish(&host, &format!("/v1.0/publish/pubsub/{}", t.replace('/', "%2F")), "text/plain", t).status, 204, "{t}");
+    }
+    assert_eq!(app.wait_calls("/orders-any", 2, WAIT).len(), 2);
+    app.wait_calls("/one", 1, WAIT);
+    app.wait_calls("/x", 1, WAIT);
+    app.wait_calls("/123", 1, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/one").len(), 1, "the first declarative subscription only");
+    assert!(app.calls("/two").is_empty() && app.calls("/456").is_empty());
+    let wild: Vec<serde_json::Value> = app.calls("/orders-any").iter().map(|r| r.json()).collect();
+    assert_eq!(wild.len(), 2, "orders* matches orders1 and orders/eu, not orders");
+    assert!(wild.iter().all(|e| e["topic"] == "orders*"), "delivered under the pattern: {wild:?}");
+    assert!(host.logs().contains("has an empty routes"), "{}", host.logs());
+    let md = get(&host.url("/v1.0/metadata")).json();
+    let subs: Vec<(String, String)> = md["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["topic"].as_str().unwrap().to_string(), s["type"].as_str().unwrap().to_string()))
+        .collect();
+    let want: Vec<(String, String)> =
+        [("dup", "DECLARATIVE"), ("noroute", "DECLARATIVE"), ("a", "PROGRAMMATIC"), ("hole", "DECLARATIVE"), ("orders*", "PROGRAMMATIC")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    assert_eq!(subs, want);
+}
+
+/// State leftovers (#12 item 7), as pkg/api/http/http.go and contrib's stores: the
+/// in-memory store's `metadata.ttlExpireTime` (GET header, bulk item metadata);
+/// `?metadata.*` applied to every transaction operation; bulk get without `keys`;
+/// unknown concurrency/consistency refused as CheckRequestOptions; keyPrefix
+/// lower-cased, an empty one its own prefix, one with `||` refused at start.
+#[test]
+fn state_ttl_expire_time_transaction_metadata_and_key_prefix() {
+    let app = TestApp::start(None);
+    let store = |name: &str, prefix: Option<&str>| {
+        let md = prefix.map(|p| format!("  metadata:\n  - name: keyPrefix\n    value: \"{p}\"\n")).unwrap_or_default();
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.in-memory\n  version: v1\n{md}"
+        )
+    };
+    let res = resources(&[
+        ("s.yaml", &store("statestore", None)),
+        ("p.yaml", &store("prefixed", Some("MyPrefix"))),
+        ("e.yaml", &store("empty", Some(""))),
+    ]);
+    let host = start_sidecar(&app, &res);
+    let save = |store: &str, q: &str, body: &str| send("POST", &host.url(&format!("/v1.0/state/{store}{q}")), &[], body).status;
+    assert_eq!(
+        save("statestore", "", r#"[{"key":"key1","value":"value1","metadata":{"ttlInSeconds":"3"}},{"key":"plain","value":1}]"#),
+        204
+    );
+    let a = get(&host.url("/v1.0/state/statestore/key1"));
+    let exp = a.header("metadata.ttlExpireTime").expect("ttlExpireTime").to_string();
+    let t = chrono::DateTime::parse_from_rfc3339(&exp).unwrap();
+    let left = t.signed_duration_since(chrono::Utc::now()).num_milliseconds();
+    assert!(exp.ends_with('Z') && exp.len() == 20 && (1000..=3100).contains(&left), "{exp} ({left} ms)");
+    assert_eq!(get(&host.url("/v1.0/state/statestore/plain")).header("metadata.ttlExpireTime"), None);
+    let a = send("POST", &host.url("/v1.0/state/statestore/bulk"), &[], r#"{"keys":["key1","plain"]}"#).json();
+    assert_eq!(a[0]["metadata"]["ttlExpireTime"], exp.as_str());
+    assert!(a[1].get("metadata").is_none());
+    assert_eq!(send("POST", &host.url("/v1.0/state/statestore/bulk?metadata.a=1"), &[], "{}").body, "[]");
+
+    // The query's metadata reaches every operation of a transaction; the body's does not.
+    let tx = |q: &str, body: &str| send("POST", &host.url(&format!("/v1.0/state/statestore/transaction{q}")), &[], body).status;
+    assert_eq!(tx("?metadata.ttlInSeconds=1", r#"{"operations":[{"operation":"upsert","request":{"key":"t","value":1}}]}"#), 204);
+    assert_eq!(tx("", r#"{"operations":[{"operation":"upsert","request":{"key":"u","value":1}}],"metadata":{"ttlInSeconds":"1"}}"#), 204);
+    assert!(get(&host.url("/v1.0/state/statestore/t")).header("metadata.ttlExpireTime").is_some());
+    assert!(get(&host.url("/v1.0/state/statestore/u")).header("metadata.ttlExpireTime").is_none());
+
+    // CheckRequestOptions.
+    let a = send("POST", &host.url("/v1.0/state/statestore"), &[], r#"[{"key":"k","value":1,"options":{"concurrency":"foo"}}]"#);
+    assert_eq!(
+        (a.status, a.json()["message"].as_str()),
+        (500, Some("failed saving state in state store statestore: unrecognized concurrency model 'foo'"))
+    );
+    let a = send("POST", &host.url("/v1.0/state/statestore"), &[], r#"[{"key":"k","value":1,"options":{"consistency":"sometimes"}}]"#);
+    assert_eq!(a.status, 500);
+    // in-memory checks an ETag whatever the concurrency.
+    let a = send(
+        "POST",
+        &host.url("/v1.0/state/statestore"),
+        &[],
+        r#"[{"key":"plain","value":2,"etag":"stale","options":{"concurrency":"last-write"}}]"#,
+    );
+    assert_eq!(a.status, 409);
+
+    // keyPrefix `MyPrefix` and an empty one load and serve (the stored keys themselves
+    // are checked on Redis in tests/redis.rs).
+    assert_eq!(save("prefixed", "", r#"[{"key":"k","value":"p"}]"#), 204);
+    assert_eq!(save("empty", "", r#"[{"key":"k","value":"e"}]"#), 204);
+    assert_eq!(get(&host.url("/v1.0/state/prefixed/k")).body, "\"p\"");
+    assert_eq!(get(&host.url("/v1.0/state/empty/k")).body, "\"e\"");
+    drop(host);
+
+    let bad = resources(&[("p.yaml", &store("bad", Some("a||b")))]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr"))
+        .args([
+            "sidecar",
+            "--app-id",
+            "x",
+            "--resources-path",
+            &bad.path().display().to_string(),
+            "--dapr-http-port",
+            &free_port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("can't contain '||'"), "{}", String::from_utf8_lossy(&out.stderr));
+}

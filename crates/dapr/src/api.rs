@@ -164,7 +164,7 @@ impl Sidecar {
                 self.state_bulk(&decode(store), &body).await.unwrap_or_else(error)
             }
             (["v1.0", "state", store, "transaction"], &Method::POST | &Method::PUT) => {
-                match self.state_transaction(&decode(store), &body).await {
+                match self.state_transaction(&decode(store), &body, query).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT),
                     Err(e) => error(e),
                 }
@@ -378,20 +378,18 @@ impl Sidecar {
         if key.contains("||") {
             return Err(ApiError::malformed(format!("input key/keyPrefix '{key}' can't contain '||'")));
         }
-        let prefix = match entry.component.meta("keyPrefix").unwrap_or("appid") {
-            "appid" | "" => Some(self.cfg.app_id.clone()),
-            "name" => Some(entry.component.name.clone()),
-            "namespace" => Some(match std::env::var("NAMESPACE") {
+        // daprd's GetModifiedStateKey: the strategy lower-cased; an empty one is a prefix
+        // of its own ("||key"); a literal with `||` was refused at start.
+        let strategy = entry.component.meta("keyPrefix").map(str::to_lowercase);
+        let prefix = match strategy.as_deref() {
+            None | Some("appid") => (!self.cfg.app_id.is_empty()).then(|| self.cfg.app_id.clone()),
+            Some("name") => Some(entry.component.name.clone()),
+            Some("namespace") => Some(match std::env::var("NAMESPACE") {
                 Ok(ns) if !ns.is_empty() => format!("{ns}.{}", self.cfg.app_id),
                 _ => self.cfg.app_id.clone(),
             }),
-            "none" => None,
-            literal => {
-                if literal.contains("||") {
-                    return Err(ApiError::malformed(format!("input key/keyPrefix '{literal}' can't contain '||'")));
-                }
-                Some(literal.to_string())
-            }
+            Some("none") => None,
+            Some(literal) => Some(literal.to_string()),
         };
         Ok(match prefix {
             Some(p) => format!("{p}||{key}"),
@@ -415,6 +413,14 @@ impl Sidecar {
                 if let Some(etag) = item.etag.and_then(|e| http::HeaderValue::from_str(&e).ok()) {
                     r.headers_mut().insert(http::header::ETAG, etag);
                 }
+                // The store's response metadata as `metadata.<key>` headers (daprd's onGetState).
+                for (k, v) in &item.metadata {
+                    if let (Ok(name), Ok(value)) =
+                        (http::HeaderName::from_bytes(format!("metadata.{k}").as_bytes()), http::HeaderValue::from_str(v))
+                    {
+                        r.headers_mut().insert(name, value);
+                    }
+                }
                 Ok(r)
             }
             Ok(None) => Ok(empty(StatusCode::NO_CONTENT)),
@@ -434,10 +440,14 @@ impl Sidecar {
                 return Err(ApiError::malformed_plain("\"key\" is a required field"));
             }
             r.metadata.extend(md.iter().map(|(k, v)| (k.clone(), v.clone())));
-            sets.push(self.set_request(entry, r)?);
+            let options_error = r.options_error.take();
+            sets.push((self.set_request(entry, r)?, options_error));
         }
         let policy = self.state_policy(store);
-        for req in sets {
+        for (req, options_error) in sets {
+            if let Some(e) = options_error {
+                return Err(ApiError::state_save(StatusCode::INTERNAL_SERVER_ERROR, store, e));
+            }
             // As daprd's save: ETag errors are final, anything else is retried.
             let run = policy
                 .run(|_| async {
@@ -473,10 +483,12 @@ impl Sidecar {
     async fn state_delete(&self, store: &str, key: &str, etag: Option<String>, query: Option<&str>) -> Result<(), ApiError> {
         let entry = self.store(store)?;
         let k = self.state_key(entry, key)?;
-        let concurrency = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .find(|(k, _)| k == "concurrency")
-            .map(|(_, v)| if v == "first-write" { Concurrency::FirstWrite } else { Concurrency::LastWrite })
-            .unwrap_or_default();
+        let param =
+            |name: &str| url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        let (concurrency, options_error) = request_options(param("concurrency").as_deref(), param("consistency").as_deref());
+        if let Some(e) = options_error {
+            return Err(ApiError::state_delete(StatusCode::INTERNAL_SERVER_ERROR, key, e));
+        }
         let req = DeleteRequest { key: k, etag, concurrency };
         // daprd retries every delete error, ETag mismatches included.
         let run = self.state_policy(store).run(|_| async { entry.store.delete(req.clone()).await.map_err(Failure::Other) }).await;
@@ -490,7 +502,12 @@ impl Sidecar {
     async fn state_bulk(&self, store: &str, body: &[u8]) -> Result<Resp, ApiError> {
         #[derive(serde::Deserialize)]
         struct Bulk {
+            #[serde(default, deserialize_with = "null_default")]
             keys: Vec<String>,
+            // Passed to the store by daprd; the stores here read none.
+            #[serde(default, deserialize_with = "null_default")]
+            #[allow(dead_code)]
+            metadata: BTreeMap<String, String>,
             #[serde(default, deserialize_with = "null_default")]
             #[allow(dead_code)]
             parallelism: Option<u32>,
@@ -509,6 +526,9 @@ impl Sidecar {
                     if let Some(e) = i.etag {
                         item["etag"] = e.into();
                     }
+                    if !i.metadata.is_empty() {
+                        item["metadata"] = serde_json::to_value(&i.metadata).unwrap_or_default();
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => item["error"] = e.to_string().into(),
@@ -518,7 +538,7 @@ impl Sidecar {
         Ok(json(StatusCode::OK, &Value::Array(out)))
     }
 
-    async fn state_transaction(&self, store: &str, body: &[u8]) -> Result<(), ApiError> {
+    async fn state_transaction(&self, store: &str, body: &[u8], query: Option<&str>) -> Result<(), ApiError> {
         #[derive(serde::Deserialize)]
         struct Tx {
             #[serde(default, deserialize_with = "null_default")]
@@ -537,9 +557,12 @@ impl Sidecar {
         let mut ops = Vec::new();
         let mut projections: BTreeMap<String, (Value, BTreeMap<String, String>)> = BTreeMap::new();
         let mut published: Vec<(String, Value, BTreeMap<String, String>)> = Vec::new();
+        // daprd gives every operation the request's `metadata.*` query (the query winning).
+        let query_md = query_metadata(query);
         for op in tx.operations {
-            let r: ItemReq = serde_json::from_value(op.request)
+            let mut r: ItemReq = serde_json::from_value(op.request)
                 .map_err(|e| ApiError::malformed(format!("failed parsing a transaction operation: {e}")))?;
+            r.metadata.extend(query_md.iter().map(|(k, v)| (k.clone(), v.clone())));
             match op.operation.as_str() {
                 "upsert" => {
                     if r.metadata.get("outbox.projection").is_some_and(|v| v == "true") {
@@ -786,6 +809,22 @@ struct ItemReq {
     etag: Option<String>,
     concurrency: Concurrency,
     metadata: BTreeMap<String, String>,
+    /// contrib's CheckRequestOptions refusal, reported when the store is called.
+    options_error: Option<String>,
+}
+
+/// contrib's CheckRequestOptions over a request's `concurrency` and `consistency`.
+fn request_options(concurrency: Option<&str>, consistency: Option<&str>) -> (Concurrency, Option<String>) {
+    let (c, mut err) = match concurrency.unwrap_or("") {
+        "" => (Concurrency::Unspecified, None),
+        "first-write" => (Concurrency::FirstWrite, None),
+        "last-write" => (Concurrency::LastWrite, None),
+        other => (Concurrency::Unspecified, Some(format!("unrecognized concurrency model '{other}'"))),
+    };
+    if let Some(other) = consistency.filter(|c| !matches!(*c, "" | "eventual" | "strong")) {
+        err.get_or_insert_with(|| format!("unrecognized consistency model '{other}'"));
+    }
+    (c, err)
 }
 
 impl<'de> serde::Deserialize<'de> for ItemReq {
@@ -808,15 +847,14 @@ impl<'de> serde::Deserialize<'de> for ItemReq {
             #[serde(default, deserialize_with = "null_default")]
             concurrency: Option<String>,
             #[serde(default, deserialize_with = "null_default")]
-            #[allow(dead_code)]
             consistency: Option<String>,
         }
         let r = Raw::deserialize(d)?;
-        let concurrency = match r.options.and_then(|o| o.concurrency).as_deref() {
-            Some("first-write") => Concurrency::FirstWrite,
-            _ => Concurrency::LastWrite,
+        let (concurrency, options_error) = match &r.options {
+            Some(o) => request_options(o.concurrency.as_deref(), o.consistency.as_deref()),
+            None => (Concurrency::Unspecified, None),
         };
-        Ok(ItemReq { key: r.key, value: r.value, etag: r.etag.filter(|e| !e.is_empty()), concurrency, metadata: r.metadata })
+        Ok(ItemReq { key: r.key, value: r.value, etag: r.etag.filter(|e| !e.is_empty()), concurrency, metadata: r.metadata, options_error })
     }
 }
 

@@ -141,6 +141,13 @@ impl Sidecar {
                     pubsubs.insert(c.name.clone(), (ps, c.clone()));
                 }
                 "state" => {
+                    if let Some(p) = c.meta("keyPrefix").filter(|p| p.contains("||")) {
+                        anyhow::bail!(
+                            "{}: state store {}: keyPrefix {p:?} can't contain '||'; use appid, name, namespace, none or a plain prefix",
+                            c.file.display(),
+                            c.name
+                        );
+                    }
                     let store = state::from_component(c)
                         .await
                         .with_context(|| format!("{}: initialising component {}", c.file.display(), c.name))?;
@@ -206,11 +213,7 @@ impl Sidecar {
                 }
             }
         };
-        let mut subs = self.resources.subscriptions.clone();
-        for p in programmatic {
-            subs.retain(|d| !(d.pubsub == p.pubsub && d.topic == p.topic));
-            subs.push(p);
-        }
+        let subs = merge_subscriptions(&self.resources.subscriptions, programmatic);
         for s in &subs {
             let Some((ps, comp)) = self.pubsubs.get(&s.pubsub) else {
                 tracing::warn!("subscription to {}/{}: pubsub {} is not loaded; skipped", s.pubsub, s.topic, s.pubsub);
@@ -330,6 +333,29 @@ fn outbox_of(
     Ok(Some(outbox::Outbox::new(settings, app_id, store.clone(), publish, internal, local)))
 }
 
+/// The subscriptions daprd runs: the first declarative one per pubsub+topic; a
+/// programmatic one without any route dropped (with a warning); the others replacing a
+/// declarative one for the same pubsub+topic in place (the last of them winning).
+pub(crate) fn merge_subscriptions(declarative: &[Subscription], programmatic: Vec<Subscription>) -> Vec<Subscription> {
+    let mut subs: Vec<Subscription> = Vec::new();
+    for d in declarative {
+        if !subs.iter().any(|s| s.pubsub == d.pubsub && s.topic == d.topic) {
+            subs.push(d.clone());
+        }
+    }
+    for p in programmatic {
+        if p.rules.is_empty() && p.default_path.is_none() {
+            tracing::warn!("topic {} has an empty routes. removing from subscriptions list", p.topic);
+            continue;
+        }
+        match subs.iter_mut().find(|s| s.pubsub == p.pubsub && s.topic == p.topic) {
+            Some(slot) => *slot = p,
+            None => subs.push(p),
+        }
+    }
+    subs
+}
+
 /// dapr/kit's `IsTruthy`: y, yes, true, t, on, 1 (any case).
 fn is_truthy(v: &str) -> bool {
     matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")
@@ -402,6 +428,24 @@ mod tests {
         assert!(parse_quantity("-1").is_err());
         assert!(parse_quantity("99999999999999999999Ti").is_err());
         assert!(parse_quantity("").is_err());
+    }
+
+    #[test]
+    fn subscriptions_merge_as_daprd() {
+        let sub = |topic: &str, route: Option<&str>, declarative: bool| {
+            Subscription::new("p".into(), topic.into(), route.map(str::to_owned), None, Default::default(), None, declarative)
+        };
+        let merged = merge_subscriptions(
+            &[sub("a", Some("/one"), true), sub("a", Some("/two"), true), sub("b", Some("/b"), true), sub("c", Some("/c"), true)],
+            vec![sub("b", Some("/prog"), false), sub("c", None, false), sub("b", Some("/last"), false), sub("d", Some("/d"), false)],
+        );
+        let got: Vec<(&str, Option<&str>, bool)> =
+            merged.iter().map(|s| (s.topic.as_str(), s.default_path.as_deref(), s.declarative)).collect();
+        assert_eq!(
+            got,
+            [("a", Some("/one"), true), ("b", Some("/last"), false), ("c", Some("/c"), true), ("d", Some("/d"), false)],
+            "first declarative wins; programmatic replaces in place, last wins; no-route programmatic dropped"
+        );
     }
 
     #[test]

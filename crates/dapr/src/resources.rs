@@ -238,6 +238,8 @@ pub struct Subscription {
     pub declarative: bool,
     /// Batched delivery, when `bulkSubscribe.enabled`.
     pub bulk: Option<BulkConfig>,
+    /// The declarative resource's name (empty for a programmatic one).
+    pub name: String,
 }
 
 impl Subscription {
@@ -262,6 +264,7 @@ impl Subscription {
             dead_letter_topic: dlq.filter(|d| !d.is_empty()),
             declarative,
             bulk: None,
+            name: String::new(),
         }
     }
 
@@ -595,17 +598,20 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                     continue;
                 }
                 let s = doc.spec;
-                if s.route.is_none() && s.routes.is_none() {
-                    return Err(err(
-                        line_of("spec:"),
-                        Some("spec.route".into()),
-                        format!("subscription {} has neither `route` (v1alpha1) nor `routes` (v2alpha1)", doc.metadata.name),
-                    ));
+                // As daprd's conversion: v1alpha1 reads only `route`, v2alpha1 only `routes`.
+                let v1 = doc.api_version == "dapr.io/v1alpha1";
+                let (route, routes) = if v1 { (s.route, None) } else { (None, s.routes) };
+                let ignored = if v1 { line_of("routes:").map(|_| "routes") } else { line_of("route:").map(|_| "route") };
+                if let Some(field) = ignored {
+                    tracing::warn!(file = %file.display(), "subscription {}: `{field}` is not read in {} (daprd ignores it)", doc.metadata.name, doc.api_version);
                 }
-                out.subscriptions.push(
-                    Subscription::new(s.pubsubname, s.topic, s.route, s.routes, s.metadata, s.dead_letter_topic, true)
-                        .with_bulk(s.bulk_subscribe.as_ref()),
-                );
+                let name = doc.metadata.name.clone();
+                let mut sub = Subscription::new(s.pubsubname, s.topic, route, routes, s.metadata, s.dead_letter_topic, true)
+                    .with_bulk(s.bulk_subscribe.as_ref());
+                sub.name = name.clone();
+                // The same name again replaces the earlier one (daprd's compstore).
+                out.subscriptions.retain(|d| d.name != name);
+                out.subscriptions.push(sub);
             }
             Some(DaprDoc::Resiliency(doc)) => {
                 if !doc.scopes.is_empty() && !doc.scopes.iter().any(|s| s == app_id) {

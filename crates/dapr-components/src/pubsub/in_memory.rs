@@ -1,6 +1,8 @@
 //! `pubsub.in-memory`: per sidecar, nothing persisted, a message published with no
 //! subscriber is lost; each subscription gets its own queue worked serially, so
-//! delivery per topic is ordered; handler errors are only logged. Queues are bounded:
+//! delivery per topic is ordered; handler errors are only logged. A subscription whose
+//! topic ends in `*` gets every topic that starts with what precedes it (not that prefix
+//! itself), delivered under the pattern's name, as contrib's event bus. Queues are bounded:
 //! a publish to a full one waits for room (back-pressure on the publisher) and fails
 //! after [`FULL_QUEUE_WAIT`], so memory never grows without bound.
 
@@ -26,9 +28,20 @@ pub struct InMemoryPubSub {
 impl PubSub for InMemoryPubSub {
     async fn publish(&self, msg: Message) -> Result<(), PubSubError> {
         // Senders are cloned out so a wait for room does not hold the topics' lock.
-        let subs = self.topics.read().await.get(&msg.topic).cloned().unwrap_or_default();
-        for s in subs {
-            match s.send_timeout(msg.clone(), FULL_QUEUE_WAIT).await {
+        let subs: Vec<(Option<String>, mpsc::Sender<Message>)> = {
+            let topics = self.topics.read().await;
+            let mut subs: Vec<_> = topics.get(&msg.topic).into_iter().flatten().map(|s| (None, s.clone())).collect();
+            for (pattern, senders) in topics.iter().filter(|(k, _)| wildcard_matches(k, &msg.topic)) {
+                subs.extend(senders.iter().map(|s| (Some(pattern.clone()), s.clone())));
+            }
+            subs
+        };
+        for (pattern, s) in subs {
+            let mut m = msg.clone();
+            if let Some(p) = pattern {
+                m.topic = p;
+            }
+            match s.send_timeout(m, FULL_QUEUE_WAIT).await {
                 Ok(()) => {}
                 Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                     return Err(PubSubError(format!(
@@ -62,6 +75,11 @@ impl PubSub for InMemoryPubSub {
     }
 }
 
+/// contrib's event bus: `key` ending in `*` matches a longer topic starting with the rest.
+fn wildcard_matches(key: &str, topic: &str) -> bool {
+    key.strip_suffix('*').is_some_and(|prefix| topic.starts_with(prefix) && topic != prefix) && key != topic
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +110,17 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let got = seen.lock().unwrap().clone();
         assert_eq!(got, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn wildcards_match_as_contribs_event_bus() {
+        assert!(wildcard_matches("orders*", "orders1"));
+        assert!(wildcard_matches("orders*", "orders/eu"));
+        assert!(!wildcard_matches("orders*", "orders"));
+        assert!(wildcard_matches("*", "anything"));
+        assert!(!wildcard_matches("a+", "ab"));
+        assert!(!wildcard_matches("or*ders", "orxders"));
+        assert!(!wildcard_matches("orders*", "orders*"), "an exact subscription is not also a wildcard one");
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,6 +17,8 @@ struct Entry {
     data: bytes::Bytes,
     etag: String,
     expires: Option<Instant>,
+    /// The same moment on the wall clock, for `ttlExpireTime`.
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The `state.in-memory` component: a map in this process.
@@ -89,8 +91,10 @@ fn change(current: Option<&Entry>, op: &Operation) -> Result<Change, StateError>
             check_etag(&r.key, current, &r.etag, &r.concurrency)?;
             // As contrib's in-memory store, only a positive TTL expires; one too far out
             // for the clock means never (no overflow).
-            let expires = ttl(&r.metadata)?.filter(|d| !d.is_zero()).and_then(|d| Instant::now().checked_add(d));
-            Ok(Change::Put(Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires }))
+            let secs = ttl(&r.metadata)?.filter(|s| *s > 0);
+            let expires = secs.and_then(|s| Instant::now().checked_add(std::time::Duration::from_secs(s as u64)));
+            let expires_at = secs.and_then(|s| chrono::Utc::now().checked_add_signed(chrono::Duration::try_seconds(s)?));
+            Ok(Change::Put(Entry { data: r.value.clone(), etag: uuid::Uuid::new_v4().to_string(), expires, expires_at }))
         }
         Operation::Delete(r) => {
             if current.is_none() && r.etag.is_none() {
@@ -135,7 +139,15 @@ fn apply(map: &mut Map, op: &Operation) -> Result<(), StateError> {
 impl StateStore for InMemoryState {
     async fn get(&self, key: &str) -> Result<Option<Item>, StateError> {
         let map = self.map.lock().await;
-        Ok(live(&map.entries, key).map(|e| Item { data: e.data.clone(), etag: Some(e.etag.clone()) }))
+        Ok(live(&map.entries, key).map(|e| Item {
+            data: e.data.clone(),
+            etag: Some(e.etag.clone()),
+            // contrib's in-memory Get: the expiry as RFC 3339, whole seconds, UTC.
+            metadata: e
+                .expires_at
+                .map(|t| [("ttlExpireTime".to_string(), t.format("%Y-%m-%dT%H:%M:%SZ").to_string())].into())
+                .unwrap_or_default(),
+        }))
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StateError> {

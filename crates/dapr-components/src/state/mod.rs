@@ -13,20 +13,25 @@ use bytes::Bytes;
 /// How a write is checked against concurrent ones.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Concurrency {
+    /// None asked for: an ETag, when sent, is checked.
+    #[default]
+    Unspecified,
     /// A write to an existing key must carry its current ETag.
     FirstWrite,
-    /// The latest write wins; an ETag, when sent, is still checked.
-    #[default]
+    /// Asked for explicitly: the latest write wins (state.redis then ignores an ETag;
+    /// state.in-memory still checks it, as contrib's).
     LastWrite,
 }
 
 /// A stored value and its ETag.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Item {
     /// The value's bytes as stored.
     pub data: Bytes,
     /// The value's current ETag, if the store keeps one for it.
     pub etag: Option<String>,
+    /// Response metadata (state.in-memory: `ttlExpireTime`).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A request to store one value.
@@ -101,13 +106,14 @@ pub async fn from_component(c: &crate::Component) -> Result<Arc<dyn StateStore>,
     }
 }
 
-/// `metadata.ttlInSeconds` of a request, if any.
-pub fn ttl(metadata: &BTreeMap<String, String>) -> Result<Option<std::time::Duration>, StateError> {
+/// `metadata.ttlInSeconds` of a request in seconds, if any (each store decides what zero
+/// and negative values mean).
+pub fn ttl(metadata: &BTreeMap<String, String>) -> Result<Option<i64>, StateError> {
     match metadata.get("ttlInSeconds") {
         None => Ok(None),
-        Some(v) => {
-            let secs: i64 = v.parse().map_err(|_| StateError::Other(format!("invalid ttlInSeconds {v:?}: expected a whole number")))?;
-            Ok((secs >= 0).then(|| std::time::Duration::from_secs(secs as u64)))
-        }
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| StateError::Other(format!("failed to parse ttl from metadata: strconv.ParseInt: parsing {v:?}: invalid syntax"))),
     }
 }

@@ -63,10 +63,12 @@ impl RedisState {
         Ok(Self { conn, default_ttl })
     }
 
-    /// The version argument of a write: the ETag, which must be a number, or "0" without one.
-    /// (Dapr also ignores an ETag sent with an explicit last-write; requests here carry no
-    /// "unspecified" concurrency, so an ETag is always checked.)
-    fn version_arg(etag: &Option<String>) -> Result<String, StateError> {
+    /// The version argument of a write: the ETag, which must be a number, or "0" without
+    /// one — or with an explicit last-write, which ignores it (contrib's parseETag).
+    fn version_arg(etag: &Option<String>, concurrency: &Concurrency) -> Result<String, StateError> {
+        if *concurrency == Concurrency::LastWrite {
+            return Ok("0".into());
+        }
         match etag.as_deref().filter(|e| !e.is_empty()) {
             Some(e) => e
                 .parse::<i64>()
@@ -76,8 +78,9 @@ impl RedisState {
         }
     }
 
+    /// The TTL in seconds: > 0 expires, ≤ 0 persists (overriding the component's).
     fn ttl_of(&self, r: &SetRequest) -> Result<Option<i64>, StateError> {
-        Ok(ttl(&r.metadata)?.map(|d| d.as_secs() as i64).or(self.default_ttl))
+        Ok(ttl(&r.metadata)?.or(self.default_ttl))
     }
 }
 
@@ -97,19 +100,19 @@ impl StateStore for RedisState {
                 let (Some(data), Some(version)) = (f.remove("data"), f.remove("version")) else {
                     return Err(StateError::Other("required hash field 'data' or 'version' was not found".into()));
                 };
-                Ok(Some(Item { data: data.into(), etag: Some(String::from_utf8_lossy(&version).into_owned()) }))
+                Ok(Some(Item { data: data.into(), etag: Some(String::from_utf8_lossy(&version).into_owned()), ..Item::default() }))
             }
             // A plain string value (written without Dapr's layout): read it without an ETag.
             Err(e) if e.code() == Some("WRONGTYPE") => {
                 let v: Option<Vec<u8>> = conn.get(key).await.map_err(|e| StateError::Other(e.to_string()))?;
-                Ok(v.map(|d| Item { data: d.into(), etag: None }))
+                Ok(v.map(|d| Item { data: d.into(), ..Item::default() }))
             }
             Err(e) => Err(StateError::Other(e.to_string())),
         }
     }
 
     async fn set(&self, r: SetRequest) -> Result<(), StateError> {
-        let version = Self::version_arg(&r.etag)?;
+        let version = Self::version_arg(&r.etag, &r.concurrency)?;
         let ttl = self.ttl_of(&r)?;
         let first_write = if r.concurrency == Concurrency::FirstWrite { "0" } else { "1" };
         let mut conn = self.conn.clone();
@@ -117,8 +120,10 @@ impl StateStore for RedisState {
             redis::Script::new(SET_SCRIPT).key(&r.key).arg(&version).arg(r.value.as_ref()).arg(first_write).invoke_async(&mut conn).await;
         match res {
             Ok(_) => {}
-            Err(e) if r.etag.is_some() || is_script_error(&e) => {
-                return Err(StateError::EtagMismatch(format!("failed to set key {}", r.key)));
+            // Only a write that carried an ETag is a mismatch; one without (over a key saved
+            // with first-write) is a plain failure, as contrib's Set.
+            Err(e) if version != "0" => {
+                return Err(StateError::EtagMismatch(format!("failed to set key {}: {e}", r.key)));
             }
             Err(e) => return Err(StateError::Other(format!("failed to set key {}: {e}", r.key))),
         }
@@ -149,7 +154,7 @@ impl StateStore for RedisState {
         for op in &ops {
             match op {
                 Operation::Upsert(r) => {
-                    let version = Self::version_arg(&r.etag)?;
+                    let version = Self::version_arg(&r.etag, &r.concurrency)?;
                     pipe.cmd("EVAL").arg(SET_SCRIPT).arg(1).arg(&r.key).arg(&version).arg(r.value.as_ref()).arg("1");
                     match self.ttl_of(r)? {
                         Some(t) if t > 0 => {
