@@ -46,6 +46,10 @@ fn records_carry_key_and_headers_and_deliveries_the_kafka_metadata() {
     assert_eq!(r.header("__partition"), Some("0"));
     assert_eq!(r.header("__offset"), Some("0"));
     assert_eq!(r.header("custom"), Some("yes"));
+    // contrib's GetEventMetadata also gives the record's time, in Unix milliseconds.
+    let ts: i64 = r.header("__timestamp").expect("__timestamp").parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((now - 60_000..=now + 1_000).contains(&ts), "{ts} vs {now}");
 
     // An independent consumer sees Dapr's record layout: key, headers, the envelope as value.
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -74,7 +78,7 @@ fn a_failed_message_is_retried_in_place() {
     let broker = KafkaBroker::start();
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "jobs", "route": "/jobs"}])));
     app.script("/jobs", &[(500, ""), (500, ""), (200, r#"{"status":"SUCCESS"}"#)]);
-    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(broker.port, "  - name: backOffInitialInterval\n    value: 100ms\n"))]);
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(broker.port, "  - name: backOffDuration\n    value: \"100\"\n"))]);
     let host = sidecar_for("orders", app.port, res.path(), None, WAIT);
     for n in [1, 2] {
         let a = send("POST", &host.url("/v1.0/publish/pubsub/jobs"), &[("content-type", "application/json")], &format!(r#"{{"n":{n}}}"#));
@@ -128,4 +132,52 @@ fn broker_outage_is_a_500_and_heals_without_restart() {
         n += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// contrib's consumer retry and publish metadata (#12 item 9): `backOff*` read as dapr/kit
+/// (a bare number is ms; `backOffMaxRetries` 2 = three attempts), then the message is
+/// left unmarked and the next one handled; `consumerID` names the group when
+/// `consumerGroup` is absent; `initialOffset` in any case; `partitionNumber` picks the
+/// partition and a bad one fails the publish with contrib's message.
+#[test]
+fn retries_give_up_as_contrib_and_publish_metadata_is_read() {
+    let broker = KafkaBroker::start();
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "jobs", "route": "/jobs"}])));
+    app.script("/jobs", &[(500, ""), (500, ""), (500, ""), (200, r#"{"status":"SUCCESS"}"#)]);
+    let extra = "  - name: backOffDuration\n    value: \"50\"\n  - name: backOffMaxRetries\n    value: \"2\"\n  - name: consumerID\n    value: grp-{appID}\n";
+    let yaml = pubsub_yaml(broker.port, extra).replace("value: oldest", "value: OLDEST");
+    let res = app_dir(&[("pubsub.yaml", &yaml)]);
+    let host = sidecar_for("orders", app.port, res.path(), None, WAIT);
+    let publish = |q: &str, n: i32| send("POST", &host.url(&format!("/v1.0/publish/pubsub/jobs{q}")), &[("content-type", "application/json")], &format!(r#"{{"n":{n}}}"#));
+    assert_eq!(publish("", 1).status, 204);
+    assert_eq!(publish("?metadata.partitionNumber=0", 2).status, 204);
+    let a = publish("?metadata.partitionNumber=abc", 3);
+    assert_eq!(a.status, 500);
+    assert!(a.json()["message"].as_str().unwrap().contains(r#"invalid partitionNumber metadata value "abc""#), "{}", a.body);
+    let got = app.wait_calls("/jobs", 4, WAIT);
+    let order: Vec<i64> = got.iter().map(|r| r.json()["data"]["n"].as_i64().unwrap()).collect();
+    assert_eq!(order, vec![1, 1, 1, 2], "three attempts, then the next message\n{}", host.logs());
+    assert!(host.wait_log("Too many failed attempts at processing Kafka message: jobs/0/0", WAIT), "{}", host.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.calls("/jobs").len(), 4);
+
+    // The group is the consumerID, its {appID} expanded: its committed offset is past
+    // both messages (the given-up one is committed past by the next success).
+    let committed = |group: &str| {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", format!("127.0.0.1:{}", broker.port))
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition("jobs", 0);
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        got.find_partition("jobs", 0).map(|p| p.offset())
+    };
+    let start = std::time::Instant::now();
+    while committed("grp-orders") != Some(rdkafka::Offset::Offset(2)) {
+        assert!(start.elapsed() < WAIT, "grp-orders committed {:?}\n{}", committed("grp-orders"), host.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(committed("orders"), Some(rdkafka::Offset::Offset(2)), "not the app id's group");
 }

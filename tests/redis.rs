@@ -370,3 +370,58 @@ fn redis_state_etags_ttl_and_key_prefix_as_contrib() {
     let ttl: i64 = redis::cmd("TTL").arg("myprefix||k").query(&mut conn).unwrap();
     assert_eq!(ttl, -1);
 }
+
+/// `enableTLS` as contrib's Redis settings (#12 item 9): a Redis listening only for TLS
+/// (a self-signed certificate made here with the openssl CLI) serves pub/sub and state
+/// with `insecureSkipTLSVerify`; without it, the untrusted certificate stops the start.
+#[test]
+fn redis_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl CLI makes this test's certificate");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--tls-auth-clients", "no", "--tls-cert-file"])
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < WAIT, "redis-server (TLS) did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tls = |insecure: &str| format!("  - name: enableTLS\n    value: \"true\"\n  - name: insecureSkipTLSVerify\n    value: \"{insecure}\"\n");
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
+    let state = pubsub_yaml(0, port, &tls("true")).replace("name: pubsub", "name: statestore").replace("pubsub.redis", "state.redis");
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, &tls("true"))), ("state.yaml", &state)]);
+    let host = sidecar_for("tlsapp", app.port, res.path(), None, WAIT);
+    assert_eq!(send("POST", &host.url("/v1.0/publish/pubsub/t"), &[], "over tls").status, 204);
+    assert_eq!(app.wait_calls("/t", 1, WAIT)[0].json()["data"], "over tls");
+    assert_eq!(send("POST", &host.url("/v1.0/state/statestore"), &[], r#"[{"key":"k","value":"v"}]"#).status, 204);
+    assert_eq!(get(&host.url("/v1.0/state/statestore/k")).body, "\"v\"");
+    drop(host);
+
+    // Verified TLS against a self-signed certificate: the component cannot start.
+    let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, &tls("false")))]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr"))
+        .args(["sidecar", "--app-id", "x", "--resources-path", &res.path().display().to_string(), "--dapr-http-port", &free_port().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success() && err.contains("certificate"), "an untrusted certificate must not be accepted:\n{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+}

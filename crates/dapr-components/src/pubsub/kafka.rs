@@ -1,12 +1,16 @@
-//! `pubsub.kafka` as components-contrib implements it, on librdkafka: `brokers`,
-//! `consumerGroup` (default the consumer id, i.e. the app id), `clientId`, `authType`
-//! (only `none` here, refused otherwise), `initialOffset` (`newest` | `oldest`),
-//! `maxMessageBytes`, `sessionTimeout` (10s) and `heartbeatInterval` (3s). Publish: the `partitionKey` (or `__key`) metadata is the record
-//! key and every metadata entry a record header. Subscribe: one consumer in the group per
-//! topic; a message whose handler fails is retried in place after a back-off (the
-//! partition waits, as Dapr's consumer does); its offset is stored only once handled, so
-//! a restart resumes at the first unhandled message. Deliveries carry `__key`,
-//! `__offset`, `__partition` and `__topic` beside the record headers.
+//! `pubsub.kafka` as components-contrib implements it, on librdkafka: `brokers`, the
+//! group (`consumerGroup`, else `consumerID`, else the app id), `clientId`, `authType`
+//! (only `none` here, refused otherwise), `initialOffset` (`newest` | `oldest`, any
+//! case), `maxMessageBytes` (producer), `sessionTimeout` (10s) and `heartbeatInterval`
+//! (3s), a bare number being seconds. Publish: `partitionKey` (or `__key`) is the record
+//! key, `partitionNumber` the partition, every metadata entry a record header, keys
+//! spread as Sarama's hash partitioner (FNV-1a). Subscribe: one consumer in the group
+//! per topic; a message whose handler fails is retried in place by the `backOff*`
+//! policy (dapr/kit retry: constant 5 s by default, no limit; the partition waits), and
+//! once retries are exhausted it is left unmarked and the next message handled, as
+//! contrib's consumer; offsets are stored only for handled messages. Deliveries carry
+//! `__key`, `__offset`, `__topic`, `__timestamp` (Unix ms) and `__partition`, then the
+//! record headers; a tombstone's data is `null`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,7 +34,7 @@ pub struct KafkaPubSub {
     admin: AdminClient<DefaultClientContext>,
     group: String,
     initial_offset: &'static str,
-    retry_interval: Duration,
+    backoff: BackOff,
     session_timeout: Duration,
     heartbeat: Duration,
     known_topics: Mutex<std::collections::HashSet<String>>,
@@ -54,35 +58,43 @@ impl KafkaPubSub {
                 c.name
             ),
         }
-        let initial_offset = match meta("initialOffset").unwrap_or("newest") {
+        let initial_offset = match meta("initialOffset").unwrap_or("newest").to_ascii_lowercase().as_str() {
             "newest" => "latest",
             "oldest" => "earliest",
-            other => bail!("component {}: initialOffset {other:?} must be newest or oldest", c.name),
+            _ => bail!("component {}: kafka error: invalid initialOffset: {}", c.name, meta("initialOffset").unwrap_or_default()),
         };
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", brokers);
         base.set("client.id", meta("clientId").unwrap_or("sarama"));
+        let mut producer_cfg = base.clone();
+        // Sent at once, as Dapr's synchronous producer does (librdkafka would linger 5 ms);
+        // keys land on the partitions Sarama's hash partitioner picks (FNV-1a 32).
+        producer_cfg.set("message.timeout.ms", "10000").set("linger.ms", "0").set("partitioner", "fnv1a_random");
         if let Some(max) = meta("maxMessageBytes") {
             let n: usize = max.parse().with_context(|| format!("component {}: maxMessageBytes {max:?} is not a number", c.name))?;
-            base.set("message.max.bytes", n.max(1000).to_string());
+            producer_cfg.set("message.max.bytes", n.clamp(1000, 1_000_000_000).to_string());
         }
-        // Sent at once, as Dapr's synchronous producer does (librdkafka would linger 5 ms).
-        let producer: FutureProducer =
-            base.clone().set("message.timeout.ms", "10000").set("linger.ms", "0").create().context("creating the Kafka producer")?;
+        let producer: FutureProducer = producer_cfg.create().context("creating the Kafka producer")?;
         let admin: AdminClient<DefaultClientContext> = base.create().context("creating the Kafka admin client")?;
-        let retry_interval = match meta("backOffInitialInterval").or(meta("consumeRetryInterval")) {
-            Some(v) => parse_go_duration(v)?,
-            None => Duration::from_secs(5),
+        let backoff = BackOff::from_component(c)?;
+        // contrib's DecodeMetadata durations: a bare number is seconds.
+        let secs = |k: &str, default: Duration| -> anyhow::Result<Duration> {
+            match meta(k) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) => Ok(Duration::from_secs(n)),
+                    Err(_) => parse_go_duration(v).map_err(|e| anyhow::anyhow!("component {}: {k}: {e}", c.name)),
+                },
+            }
         };
         // How long a dead consumer keeps its partitions (Dapr's default: 10s).
-        let session_timeout = match meta("sessionTimeout") {
-            Some(v) => parse_go_duration(v)?,
-            None => Duration::from_secs(10),
-        };
-        let heartbeat = match meta("heartbeatInterval") {
-            Some(v) => parse_go_duration(v)?,
-            None => Duration::from_secs(3),
-        };
+        let session_timeout = secs("sessionTimeout", Duration::from_secs(10))?;
+        let heartbeat = secs("heartbeatInterval", Duration::from_secs(3))?;
+        // daprd fills consumerID with the app id when the component sets none.
+        let group = meta("consumerGroup")
+            .or(meta("consumerID").map(str::trim).filter(|v| !v.is_empty()))
+            .map(|g| super::expand_placeholders(g, consumer_id))
+            .unwrap_or_else(|| consumer_id.to_string());
         let (stop, _) = watch::channel(false);
         Ok(Self {
             session_timeout,
@@ -90,9 +102,9 @@ impl KafkaPubSub {
             base,
             producer,
             admin,
-            group: meta("consumerGroup").map(str::to_owned).unwrap_or_else(|| consumer_id.to_string()),
+            group,
             initial_offset,
-            retry_interval,
+            backoff,
             known_topics: Mutex::new(Default::default()),
             stop,
         })
@@ -129,21 +141,91 @@ impl KafkaPubSub {
 /// Topic names remembered as existing before the set starts over.
 const MAX_KNOWN_TOPICS: usize = 10_000;
 
-/// Record headers and the delivery metadata Dapr adds.
+/// The delivery metadata contrib's GetEventMetadata gives, in its order: `__key` (when
+/// there is a key), `__offset`, `__topic`, `__timestamp` (Unix ms), `__partition`, then
+/// the record headers (which may override them).
 fn metadata_of(m: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, String> {
     let mut md = BTreeMap::new();
+    if let Some(k) = m.key() {
+        md.insert("__key".into(), String::from_utf8_lossy(k).into_owned());
+    }
+    md.insert("__offset".into(), m.offset().to_string());
+    md.insert("__topic".into(), m.topic().to_string());
+    // Sarama's zero time when the record has none.
+    md.insert("__timestamp".into(), m.timestamp().to_millis().unwrap_or(-62_135_596_800_000).to_string());
+    md.insert("__partition".into(), m.partition().to_string());
     if let Some(h) = m.headers() {
         for Header { key, value } in h.iter() {
             md.insert(key.to_string(), String::from_utf8_lossy(value.unwrap_or_default()).into_owned());
         }
     }
-    if let Some(k) = m.key() {
-        md.insert("__key".into(), String::from_utf8_lossy(k).into_owned());
-    }
-    md.insert("__offset".into(), m.offset().to_string());
-    md.insert("__partition".into(), m.partition().to_string());
-    md.insert("__topic".into(), m.topic().to_string());
     md
+}
+
+/// dapr/kit's retry settings read from the `backOff*` metadata (a bare number is
+/// milliseconds) and `consumeRetryEnabled` (default on for pubsub.kafka).
+#[derive(Debug, Clone, PartialEq)]
+struct BackOff {
+    enabled: bool,
+    exponential: bool,
+    duration: Duration,
+    initial: Duration,
+    randomization: f64,
+    multiplier: f64,
+    max_interval: Duration,
+    /// Zero: no limit.
+    max_elapsed: Duration,
+    /// -1: no limit.
+    max_retries: i64,
+}
+
+impl BackOff {
+    fn from_component(c: &Component) -> anyhow::Result<Self> {
+        let meta = |k: &str| c.meta(k).map(str::trim).filter(|v| !v.is_empty());
+        let dur = |k: &str, default: Duration| -> anyhow::Result<Duration> {
+            match meta(k) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(ms) => Ok(Duration::from_millis(ms)),
+                    Err(_) => parse_go_duration(v).map_err(|e| anyhow::anyhow!("component {}: {k}: {e}", c.name)),
+                },
+            }
+        };
+        let float = |k: &str, default: f64| -> anyhow::Result<f64> {
+            meta(k).map_or(Ok(default), |v| v.parse().with_context(|| format!("component {}: {k} {v:?} is not a number", c.name)))
+        };
+        let exponential = match meta("backOffPolicy").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("constant") => false,
+            Some("exponential") => true,
+            Some(other) => bail!("component {}: invalid PolicyType {other:?}: unexpected back off policy type: {other}", c.name),
+        };
+        Ok(Self {
+            enabled: meta("consumeRetryEnabled").is_none_or(|v| matches!(v.to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")),
+            exponential,
+            duration: dur("backOffDuration", Duration::from_secs(5))?,
+            initial: dur("backOffInitialInterval", Duration::from_millis(500))?,
+            randomization: float("backOffRandomizationFactor", 0.5)?,
+            multiplier: float("backOffMultiplier", 1.5)?,
+            max_interval: dur("backOffMaxInterval", Duration::from_secs(60))?,
+            max_elapsed: dur("backOffMaxElapsedTime", Duration::from_secs(15 * 60))?,
+            max_retries: meta("backOffMaxRetries")
+                .map_or(Ok(-1), |v| v.parse().with_context(|| format!("component {}: backOffMaxRetries {v:?} is not a number", c.name)))?,
+        })
+    }
+
+    /// The wait before retry `n` (0-based), or `None` when retrying is over.
+    fn next(&self, n: u32, elapsed: Duration) -> Option<Duration> {
+        if !self.enabled || (self.max_retries >= 0 && i64::from(n) >= self.max_retries) {
+            return None;
+        }
+        if !self.exponential {
+            return Some(self.duration);
+        }
+        let base = (self.initial.as_secs_f64() * self.multiplier.powi(n.min(1000) as i32)).min(self.max_interval.as_secs_f64());
+        let jitter = 1.0 - self.randomization + 2.0 * self.randomization * (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
+        let wait = Duration::from_secs_f64((base * jitter).max(0.0));
+        (self.max_elapsed.is_zero() || elapsed + wait <= self.max_elapsed).then_some(wait)
+    }
 }
 
 #[async_trait::async_trait]
@@ -155,9 +237,28 @@ impl PubSub for KafkaPubSub {
         for (k, v) in &msg.metadata {
             headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
         }
-        let mut record = FutureRecord::to(&msg.topic).payload(msg.data.as_ref()).headers(headers);
+        let partition = match msg.metadata.get("partitionNumber") {
+            None => None,
+            Some(v) => match v.parse::<i32>() {
+                Ok(n) if n >= 0 => Some(n),
+                Ok(n) => return Err(PubSubError(format!("partitionNumber must be non-negative, got {n}"))),
+                Err(_) => {
+                    return Err(PubSubError(format!(
+                        "invalid partitionNumber metadata value {v:?}: strconv.ParseInt: parsing {v:?}: invalid syntax"
+                    )));
+                }
+            },
+        };
+        let mut record = FutureRecord::to(&msg.topic).headers(headers);
+        // Data that is exactly `null` is published as a tombstone.
+        if msg.data.as_ref() != b"null" {
+            record = record.payload(msg.data.as_ref());
+        }
         if let Some(k) = &key {
             record = record.key(k.as_str());
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
             // The broker may come back empty (or be another one): check the topic again next time.
@@ -186,7 +287,7 @@ impl PubSub for KafkaPubSub {
             .create()
             .map_err(|e| PubSubError(format!("creating the Kafka consumer: {e}")))?;
         consumer.subscribe(&[topic]).map_err(|e| PubSubError(format!("subscribing to Kafka topic {topic}: {e}")))?;
-        let (mut stop, retry, topic) = (self.stop.subscribe(), self.retry_interval, topic.to_string());
+        let (mut stop, backoff, topic) = (self.stop.subscribe(), self.backoff.clone(), topic.to_string());
         tokio::spawn(async move {
             loop {
                 let m = tokio::select! { m = consumer.recv() => m, _ = stop.changed() => break };
@@ -200,20 +301,36 @@ impl PubSub for KafkaPubSub {
                 };
                 let msg = Message {
                     topic: m.topic().to_string(),
-                    data: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                    // A tombstone is delivered as `null` (contrib's DeserializeValue).
+                    data: m.payload().map_or_else(|| bytes::Bytes::from_static(b"null"), bytes::Bytes::copy_from_slice),
                     metadata: metadata_of(&m),
                 };
-                // Retried in place until handled: the partition waits, nothing is skipped.
-                loop {
+                // Retried in place by the back-off (the partition waits); when it gives up,
+                // the message stays unmarked and the next one is handled, as contrib's.
+                let started = tokio::time::Instant::now();
+                let mut attempt = 0;
+                let handled = loop {
                     match handler(msg.clone()).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::error!(topic = %topic, offset = m.offset(), "kafka: message not processed, retrying in {retry:?}: {e:#}");
-                            tokio::select! { _ = tokio::time::sleep(retry) => {}, _ = stop.changed() => return }
-                        }
+                        Ok(()) => break true,
+                        Err(e) => match backoff.next(attempt, started.elapsed()) {
+                            Some(wait) => {
+                                tracing::warn!(topic = %topic, offset = m.offset(), "kafka: message not processed, retrying in {wait:?}: {e:#}");
+                                tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = stop.changed() => return }
+                                attempt += 1;
+                            }
+                            None => {
+                                tracing::error!(
+                                    "Too many failed attempts at processing Kafka message: {}/{}/{}. Error: {e:#}",
+                                    m.topic(),
+                                    m.partition(),
+                                    m.offset()
+                                );
+                                break false;
+                            }
+                        },
                     }
-                }
-                if let Err(e) = consumer.store_offset_from_message(&m) {
+                };
+                if handled && let Err(e) = consumer.store_offset_from_message(&m) {
                     tracing::error!(topic = %topic, "kafka: storing the offset failed: {e}");
                 }
             }
@@ -229,5 +346,41 @@ impl PubSub for KafkaPubSub {
 
     async fn close(&self) {
         let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff(pairs: &[(&str, &str)]) -> anyhow::Result<BackOff> {
+        let mut c = Component::new("kafka", "pubsub.kafka");
+        for (k, v) in pairs {
+            c.metadata.insert(k.to_string(), v.to_string());
+        }
+        BackOff::from_component(&c)
+    }
+
+    #[test]
+    fn backoff_reads_dapr_kit_settings() {
+        // Defaults: constant 5 s, no limit.
+        let b = backoff(&[]).unwrap();
+        assert_eq!(b.next(1_000, Duration::from_secs(3600)), Some(Duration::from_secs(5)));
+        // A bare number is milliseconds; maxRetries 2 allows two retries.
+        let b = backoff(&[("backOffDuration", "250"), ("backOffMaxRetries", "2")]).unwrap();
+        assert_eq!(b.next(0, Duration::ZERO), Some(Duration::from_millis(250)));
+        assert_eq!(b.next(2, Duration::ZERO), None);
+        // Exponential: 500 ms × 1.5ⁿ ± 50 %, capped, and over once maxElapsedTime would pass.
+        let b = backoff(&[("backOffPolicy", "Exponential"), ("backOffMaxInterval", "1s"), ("backOffMaxElapsedTime", "10s")]).unwrap();
+        for _ in 0..100 {
+            let w = b.next(0, Duration::ZERO).unwrap().as_secs_f64();
+            assert!((0.25..=0.75).contains(&w), "{w}");
+            let w = b.next(20, Duration::ZERO).unwrap().as_secs_f64();
+            assert!((0.5..=1.5).contains(&w), "{w}");
+        }
+        assert_eq!(b.next(0, Duration::from_secs(10)), None);
+        // consumeRetryEnabled false: a single attempt.
+        assert_eq!(backoff(&[("consumeRetryEnabled", "false")]).unwrap().next(0, Duration::ZERO), None);
+        assert!(backoff(&[("backOffPolicy", "linear")]).is_err());
     }
 }

@@ -50,6 +50,18 @@ pub trait PubSub: Send + Sync {
     async fn close(&self) {}
 }
 
+/// Expands daprd's placeholders in a component value (pkg/runtime/meta): each `{uuid}`
+/// a fresh UUID, `{appID}` the app id, `{podName}` $POD_NAME, `{namespace}`
+/// `<$NAMESPACE>.<app id>`.
+pub fn expand_placeholders(raw: &str, app_id: &str) -> String {
+    let mut out = raw.to_string();
+    while let Some(i) = out.find("{uuid}") {
+        out.replace_range(i..i + "{uuid}".len(), &uuid::Uuid::new_v4().to_string());
+    }
+    let ns = format!("{}.{app_id}", std::env::var("NAMESPACE").unwrap_or_default());
+    out.replace("{appID}", app_id).replace("{podName}", &std::env::var("POD_NAME").unwrap_or_default()).replace("{namespace}", &ns)
+}
+
 /// Builds the pub/sub for a component.
 pub async fn from_component(c: &crate::Component, app_id: &str) -> Result<Arc<dyn PubSub>, crate::ComponentError> {
     match c.type_.as_str() {

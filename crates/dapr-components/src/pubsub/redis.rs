@@ -32,14 +32,6 @@ pub struct RedisPubSub {
     stop: watch::Sender<bool>,
 }
 
-/// Expands `{uuid}`, `{appID}`, `{podName}` and `{namespace}` in a consumer id, as daprd.
-pub fn expand_consumer_id(raw: &str, app_id: &str) -> String {
-    raw.replace("{uuid}", &uuid::Uuid::new_v4().to_string())
-        .replace("{appID}", app_id)
-        .replace("{podName}", &std::env::var("POD_NAME").unwrap_or_default())
-        .replace("{namespace}", &std::env::var("NAMESPACE").unwrap_or_default())
-}
-
 impl RedisPubSub {
     /// Reads the component's metadata and connects; `app_id` is the default consumer group.
     pub async fn new(c: &Component, app_id: &str) -> anyhow::Result<Self> {
@@ -61,7 +53,7 @@ impl RedisPubSub {
             }
         };
         let consumer_id = match c.meta("consumerID").filter(|v| !v.is_empty()) {
-            Some(v) => expand_consumer_id(v, app_id),
+            Some(v) => super::expand_placeholders(v, app_id),
             None => app_id.to_string(),
         };
         let max_len_approx = num("maxLenApprox", 0)? as u64;
