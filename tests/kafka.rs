@@ -148,7 +148,14 @@ fn retries_give_up_as_contrib_and_publish_metadata_is_read() {
     let yaml = pubsub_yaml(broker.port, extra).replace("value: oldest", "value: OLDEST");
     let res = app_dir(&[("pubsub.yaml", &yaml)]);
     let host = sidecar_for("orders", app.port, res.path(), None, WAIT);
-    let publish = |q: &str, n: i32| send("POST", &host.url(&format!("/v1.0/publish/pubsub/jobs{q}")), &[("content-type", "application/json")], &format!(r#"{{"n":{n}}}"#));
+    let publish = |q: &str, n: i32| {
+        send(
+            "POST",
+            &host.url(&format!("/v1.0/publish/pubsub/jobs{q}")),
+            &[("content-type", "application/json")],
+            &format!(r#"{{"n":{n}}}"#),
+        )
+    };
     assert_eq!(publish("", 1).status, 204);
     assert_eq!(publish("?metadata.partitionNumber=0", 2).status, 204);
     let a = publish("?metadata.partitionNumber=abc", 3);

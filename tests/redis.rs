@@ -403,7 +403,8 @@ fn redis_over_tls() {
         assert!(start.elapsed() < WAIT, "redis-server (TLS) did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let tls = |insecure: &str| format!("  - name: enableTLS\n    value: \"true\"\n  - name: insecureSkipTLSVerify\n    value: \"{insecure}\"\n");
+    let tls =
+        |insecure: &str| format!("  - name: enableTLS\n    value: \"true\"\n  - name: insecureSkipTLSVerify\n    value: \"{insecure}\"\n");
     let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}])));
     let state = pubsub_yaml(0, port, &tls("true")).replace("name: pubsub", "name: statestore").replace("pubsub.redis", "state.redis");
     let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, &tls("true"))), ("state.yaml", &state)]);
@@ -417,7 +418,15 @@ fn redis_over_tls() {
     // Verified TLS against a self-signed certificate: the component cannot start.
     let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, &tls("false")))]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr"))
-        .args(["sidecar", "--app-id", "x", "--resources-path", &res.path().display().to_string(), "--dapr-http-port", &free_port().to_string()])
+        .args([
+            "sidecar",
+            "--app-id",
+            "x",
+            "--resources-path",
+            &res.path().display().to_string(),
+            "--dapr-http-port",
+            &free_port().to_string(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();

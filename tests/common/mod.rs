@@ -439,9 +439,15 @@ impl KafkaBroker {
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// With extra `tansu broker` arguments (e.g. `--cert`/`--key`, `--authentication`).
+    pub fn start_with(port: u16, extra: &[&std::ffi::OsStr]) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(std::env::var("TANSU").unwrap_or_else(|_| "tansu".into()))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

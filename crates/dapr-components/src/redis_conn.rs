@@ -120,7 +120,10 @@ impl RedisSettings {
             Some((cert, key)) => redis::Client::build_with_tls(
                 info,
                 redis::TlsCertificates {
-                    client_tls: Some(redis::ClientTlsConfig { client_cert: cert.clone().into_bytes(), client_key: key.clone().into_bytes() }),
+                    client_tls: Some(redis::ClientTlsConfig {
+                        client_cert: cert.clone().into_bytes(),
+                        client_key: key.clone().into_bytes(),
+                    }),
                     root_cert: None,
                 },
             )?,

@@ -45,19 +45,10 @@ impl KafkaPubSub {
     /// Reads the component's metadata and creates its clients; `consumer_id` is the default consumer group.
     pub fn new(c: &Component, consumer_id: &str) -> anyhow::Result<Self> {
         let meta = |k: &str| c.meta(k).filter(|v| !v.is_empty());
-        let brokers = meta("brokers")
-            .with_context(|| format!("{}: component {} needs metadata brokers (host:port, comma separated)", c.file.display(), c.name))?;
-        match meta("authType") {
-            Some("none") => {}
-            Some(other) => {
-                bail!("{}: component {}: authType {other} is not supported by this sidecar yet; use none", c.file.display(), c.name)
-            }
-            None => bail!(
-                "{}: component {}: authType is required (none, password, mtls, oidc, awsiam); this sidecar supports none",
-                c.file.display(),
-                c.name
-            ),
-        }
+        let brokers = meta("brokers").with_context(|| {
+            format!("{}: component {}: kafka error: missing 'brokers' attribute (host:port, comma separated)", c.file.display(), c.name)
+        })?;
+        let security = security(c).map_err(|e| anyhow::anyhow!("{}: component {}: {e}", c.file.display(), c.name))?;
         let initial_offset = match meta("initialOffset").unwrap_or("newest").to_ascii_lowercase().as_str() {
             "newest" => "latest",
             "oldest" => "earliest",
@@ -65,6 +56,9 @@ impl KafkaPubSub {
         };
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", brokers);
+        for (k, v) in security {
+            base.set(k, v);
+        }
         base.set("client.id", meta("clientId").unwrap_or("sarama"));
         let mut producer_cfg = base.clone();
         // Sent at once, as Dapr's synchronous producer does (librdkafka would linger 5 ms);
@@ -162,6 +156,91 @@ fn metadata_of(m: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, St
     md
 }
 
+/// The librdkafka security settings for contrib's `authType` and TLS metadata
+/// (common/component/kafka/metadata.go and auth.go): `password` is SASL (PLAIN, or SCRAM
+/// with `saslMechanism` SHA-256 / SHA-512), `mtls` a client certificate, `certificate` a
+/// CA only; TLS is on unless `disableTls` or `authType` is exactly `none`; `caCert`
+/// replaces the trust store; `skipVerify` checks neither chain nor host.
+fn security(c: &Component) -> Result<Vec<(&'static str, String)>, String> {
+    let meta = |k: &str| c.meta(k).filter(|v| !v.is_empty());
+    let truthy =
+        |k: &str| meta(k).is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1"));
+    let pem = |k: &str, what: &str, err: &str| -> Result<Option<String>, String> {
+        match meta(k) {
+            Some(v) if !v.contains(&format!("-----BEGIN {what}")) => Err(err.to_string()),
+            v => Ok(v.map(str::to_owned)),
+        }
+    };
+    let ca = pem("caCert", "CERTIFICATE", "kafka error: invalid ca certificate")?;
+    let Some(auth_type) = meta("authType") else {
+        return Err("kafka error: 'authType' attribute was missing or empty; use none, password, mtls or certificate".into());
+    };
+    let lower = auth_type.to_ascii_lowercase();
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    let mut client_pair = None;
+    match lower.as_str() {
+        "none" => {}
+        "password" => {
+            let user = meta("saslUsername").ok_or("kafka error: missing SASL Username for authType 'password'")?;
+            let password = meta("saslPassword").ok_or("kafka error: missing SASL Password for authType 'password'")?;
+            // Compared exactly, as contrib: anything but SHA-256/SHA-512 is PLAIN.
+            let mechanism = match meta("saslMechanism") {
+                Some("SHA-256") => "SCRAM-SHA-256",
+                Some("SHA-512") => "SCRAM-SHA-512",
+                _ => "PLAIN",
+            };
+            out.extend([
+                ("sasl.mechanisms", mechanism.to_string()),
+                ("sasl.username", user.to_string()),
+                ("sasl.password", password.to_string()),
+            ]);
+        }
+        "mtls" => {
+            let cert = pem("clientCert", "CERTIFICATE", "kafka error: invalid client certificate")?;
+            let key = pem("clientKey", "", "kafka error: invalid client key")?;
+            match (cert, key) {
+                (Some(cert), Some(key)) => client_pair = Some((cert, key)),
+                (None, None) => {}
+                _ => return Err("kafka error: clientKey or clientCert is missing".into()),
+            }
+            if truthy("disableTls") {
+                return Err("kafka: cannot configure mTLS authentication when TLSDisable is 'true'".into());
+            }
+        }
+        "certificate" => {
+            if ca.is_none() {
+                return Err("kafka error: missing CA certificate property 'caCert' for authType 'certificate'".into());
+            }
+        }
+        "oidc" | "oidc_private_key_jwt" | "awsiam" => {
+            return Err(format!("authType {auth_type} is not supported by this sidecar; use none, password, mtls or certificate"));
+        }
+        _ => return Err("kafka error: invalid value for 'authType' attribute".into()),
+    }
+    // contrib compares with "none" exactly here: "None" still turns TLS on.
+    let tls = !truthy("disableTls") && auth_type != "none";
+    let sasl = lower == "password";
+    let protocol = match (sasl, tls) {
+        (true, true) => "SASL_SSL",
+        (true, false) => "SASL_PLAINTEXT",
+        (false, true) => "SSL",
+        (false, false) => "PLAINTEXT",
+    };
+    out.push(("security.protocol", protocol.to_string()));
+    if tls {
+        if let Some(ca) = ca {
+            out.push(("ssl.ca.pem", ca));
+        }
+        if let Some((cert, key)) = client_pair {
+            out.extend([("ssl.certificate.pem", cert), ("ssl.key.pem", key)]);
+        }
+        if truthy("skipVerify") {
+            out.extend([("enable.ssl.certificate.verification", "false".into()), ("ssl.endpoint.identification.algorithm", "none".into())]);
+        }
+    }
+    Ok(out)
+}
+
 /// dapr/kit's retry settings read from the `backOff*` metadata (a bare number is
 /// milliseconds) and `consumeRetryEnabled` (default on for pubsub.kafka).
 #[derive(Debug, Clone, PartialEq)]
@@ -200,7 +279,8 @@ impl BackOff {
             Some(other) => bail!("component {}: invalid PolicyType {other:?}: unexpected back off policy type: {other}", c.name),
         };
         Ok(Self {
-            enabled: meta("consumeRetryEnabled").is_none_or(|v| matches!(v.to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")),
+            enabled: meta("consumeRetryEnabled")
+                .is_none_or(|v| matches!(v.to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")),
             exponential,
             duration: dur("backOffDuration", Duration::from_secs(5))?,
             initial: dur("backOffInitialInterval", Duration::from_millis(500))?,
@@ -222,7 +302,8 @@ impl BackOff {
             return Some(self.duration);
         }
         let base = (self.initial.as_secs_f64() * self.multiplier.powi(n.min(1000) as i32)).min(self.max_interval.as_secs_f64());
-        let jitter = 1.0 - self.randomization + 2.0 * self.randomization * (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
+        let jitter =
+            1.0 - self.randomization + 2.0 * self.randomization * (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
         let wait = Duration::from_secs_f64((base * jitter).max(0.0));
         (self.max_elapsed.is_zero() || elapsed + wait <= self.max_elapsed).then_some(wait)
     }
@@ -382,5 +463,50 @@ mod tests {
         // consumeRetryEnabled false: a single attempt.
         assert_eq!(backoff(&[("consumeRetryEnabled", "false")]).unwrap().next(0, Duration::ZERO), None);
         assert!(backoff(&[("backOffPolicy", "linear")]).is_err());
+    }
+
+    fn sec(pairs: &[(&str, &str)]) -> Result<BTreeMap<&'static str, String>, String> {
+        let mut c = Component::new("kafka", "pubsub.kafka");
+        for (k, v) in pairs {
+            c.metadata.insert(k.to_string(), v.to_string());
+        }
+        security(&c).map(|v| v.into_iter().collect())
+    }
+
+    #[test]
+    fn auth_types_map_to_librdkafka_as_contrib_configures_sarama() {
+        assert_eq!(sec(&[("authType", "none")]).unwrap()["security.protocol"], "PLAINTEXT");
+        let p = sec(&[("authType", "password"), ("saslUsername", "u"), ("saslPassword", "p"), ("saslMechanism", "SHA-512")]).unwrap();
+        assert_eq!((p["security.protocol"].as_str(), p["sasl.mechanisms"].as_str()), ("SASL_SSL", "SCRAM-SHA-512"));
+        let p = sec(&[
+            ("authType", "password"),
+            ("saslUsername", "u"),
+            ("saslPassword", "p"),
+            ("saslMechanism", "sha-256"),
+            ("disableTls", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (p["security.protocol"].as_str(), p["sasl.mechanisms"].as_str()),
+            ("SASL_PLAINTEXT", "PLAIN"),
+            "mechanisms compare exactly"
+        );
+        assert_eq!(sec(&[("authType", "None")]).unwrap()["security.protocol"], "SSL", "contrib's exact-case none check");
+        let ca = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n";
+        let p = sec(&[("authType", "certificate"), ("caCert", ca), ("skipVerify", "true")]).unwrap();
+        assert_eq!((p["ssl.ca.pem"].as_str(), p["enable.ssl.certificate.verification"].as_str()), (ca, "false"));
+        let errs = [
+            (&[][..], "'authType' attribute was missing"),
+            (&[("authType", "password"), ("saslPassword", "p")][..], "missing SASL Username"),
+            (&[("authType", "certificate")][..], "missing CA certificate property 'caCert'"),
+            (&[("authType", "mtls"), ("clientCert", ca)][..], "clientKey or clientCert is missing"),
+            (&[("authType", "none"), ("caCert", "junk")][..], "invalid ca certificate"),
+            (&[("authType", "kerberos")][..], "invalid value for 'authType'"),
+            (&[("authType", "awsiam")][..], "not supported by this sidecar"),
+        ];
+        for (pairs, want) in errs {
+            let e = sec(pairs).unwrap_err();
+            assert!(e.contains(want), "{pairs:?}: {e}");
+        }
     }
 }
