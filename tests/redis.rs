@@ -434,3 +434,36 @@ fn redis_over_tls() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// An outbound circuit breaker on a pub/sub component (#12 item 8, pkg/resiliency as the
+/// publisher runs it): with Redis stopped, two publishes fail with the broker's error and
+/// trip the breaker; the next is refused at once with daprd's "circuit breaker is open";
+/// after `timeout`, with Redis back, a publish goes through and closes it.
+#[test]
+fn an_outbound_circuit_breaker_opens_and_closes_around_publish() {
+    let mut server = OwnRedis::start(false);
+    let port = server.port;
+    let app = TestApp::start(None);
+    let res = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    circuitBreakers:\n      cb:\n        timeout: 2s\n        trip: consecutiveFailures >= 2\n  targets:\n    components:\n      pubsub:\n        outbound:\n          circuitBreaker: cb\n";
+    let dir = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, "")), ("res.yaml", res)]);
+    let host = sidecar_for("cbapp", app.port, dir.path(), None, WAIT);
+    let publish = || send("POST", &host.url("/v1.0/publish/pubsub/t"), &[], "x");
+    assert_eq!(publish().status, 204);
+    server.kill();
+    for _ in 0..2 {
+        let a = publish();
+        assert_eq!(a.status, 500, "{}", a.body);
+        assert!(!a.body.contains("circuit breaker is open"), "{}", a.body);
+    }
+    let started = std::time::Instant::now();
+    let a = publish();
+    assert_eq!(a.json()["message"], "error when publishing to topic t in pubsub pubsub: circuit breaker is open", "{}", a.body);
+    assert!(started.elapsed() < Duration::from_millis(500), "refused without trying: {:?}", started.elapsed());
+    server.restart();
+    std::thread::sleep(Duration::from_millis(2200));
+    let start = std::time::Instant::now();
+    while publish().status != 204 {
+        assert!(start.elapsed() < WAIT, "never closed again:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
