@@ -178,6 +178,18 @@ fn routing_headers_variables_outbound_and_isolation() {
     let a = get(&host.url(&format!("/fetch?url=http://127.0.0.1:{}/up", upstream.port)));
     assert_eq!(a.json(), serde_json::json!({"status": 200, "body": "from upstream"}));
     assert!(upstream.seen.lock().unwrap().iter().any(|h| h.contains("x-probe: 1")), "upstream did not see the request");
+    // The inbound request's W3C trace context goes with the component's outbound calls
+    // (as Spin's outbound HTTP injects it), with no guest code.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let a = get_with(
+        &host.url(&format!("/fetch?url=http://127.0.0.1:{}/traced", upstream.port)),
+        &[("traceparent", tp), ("tracestate", "k=v")],
+    );
+    assert_eq!(a.status, 200);
+    let seen = upstream.seen.lock().unwrap().clone();
+    let traced = seen.iter().find(|h| h.contains("/traced")).expect("the traced call");
+    assert!(traced.contains(&format!("traceparent: {tp}")) && traced.contains("tracestate: k=v"), "{traced}");
+    assert!(!seen.iter().find(|h| h.contains("GET /up")).unwrap().contains("traceparent"), "none without an inbound trace");
     let denied_port = if upstream.port == 40100 { 40101 } else { 40100 };
     let a = get(&host.url(&format!("/fetch?url=http://127.0.0.1:{denied_port}/x")));
     assert_eq!(a.status, 502);

@@ -399,3 +399,45 @@ fn two_replicas_on_one_redis_share_the_list_and_count_each_event_once() {
         assert_eq!(listed, ids);
     }
 }
+
+/// Trace context through the whole write path with no guest code (#13): the host hands
+/// the `POST /todos` request's `traceparent` to the component's calls, the sidecar puts
+/// it on the outbox event (the Redis stream's CloudEvent: `traceid` and `traceparent`),
+/// and the delivery of that event carries it (seen by a second app subscribed to the
+/// same stream through a sidecar of its own).
+#[test]
+fn a_traceparent_on_post_todos_reaches_the_stream_and_the_subscribers() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let broker = Broker::redis();
+    let host = start(&broker, &[]);
+    let observer = common::app::TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "todo-events", "route": "/seen"}])));
+    let _side = sidecar_for("observer", observer.port, &broker.resources(), None, WAIT);
+    let a = send(
+        "POST",
+        &host.url("/todos"),
+        &[("content-type", "application/json"), ("traceparent", TP), ("tracestate", "k=v")],
+        r#"{"title":"traced"}"#,
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+
+    let Broker::Redis { db, .. } = &broker else { unreachable!() };
+    let mut conn = db.conn();
+    let start = std::time::Instant::now();
+    let ce = loop {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE").arg("todo-events").arg("-").arg("+").query(&mut conn).unwrap();
+        let found = entries.ids.iter().find_map(|e| {
+            let data = redis::from_redis_value_ref::<String>(e.map.get("data")?).ok()?;
+            let v: Value = serde_json::from_str(&data).ok()?;
+            (v["data"]["todo"]["title"] == "traced" || data.contains("\"traced\"")).then_some(v)
+        });
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(start.elapsed() < WAIT, "no event in the stream:\n{}", host.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!((ce["traceid"].as_str(), ce["traceparent"].as_str(), ce["tracestate"].as_str()), (Some(TP), Some(TP), Some("k=v")), "{ce}");
+    let seen = observer.wait_calls("/seen", 1, WAIT);
+    let delivered = seen.iter().find(|r| String::from_utf8_lossy(&r.body).contains("\"traced\"")).expect("the event delivered");
+    assert_eq!(delivered.header("traceparent"), Some(TP));
+}

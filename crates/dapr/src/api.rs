@@ -164,7 +164,8 @@ impl Sidecar {
                 self.state_bulk(&decode(store), &body).await.unwrap_or_else(error)
             }
             (["v1.0", "state", store, "transaction"], &Method::POST | &Method::PUT) => {
-                match self.state_transaction(&decode(store), &body, query).await {
+                let (tp, ts) = trace_context(header("traceparent"), header("tracestate"));
+                match self.state_transaction(&decode(store), &body, query, (&tp, &ts)).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT),
                     Err(e) => error(e),
                 }
@@ -538,7 +539,8 @@ impl Sidecar {
         Ok(json(StatusCode::OK, &Value::Array(out)))
     }
 
-    async fn state_transaction(&self, store: &str, body: &[u8], query: Option<&str>) -> Result<(), ApiError> {
+    /// `trace`: the caller's traceparent and tracestate, carried by the outbox events.
+    async fn state_transaction(&self, store: &str, body: &[u8], query: Option<&str>, trace: (&str, &str)) -> Result<(), ApiError> {
         #[derive(serde::Deserialize)]
         struct Tx {
             #[serde(default, deserialize_with = "null_default")]
@@ -623,8 +625,10 @@ impl Sidecar {
                 pubsub,
                 topic,
                 content_type: ct.as_deref(),
-                traceparent: "",
-                tracestate: "",
+                // daprd's outbox sets only `traceid` (its `traceparent` stays empty, so the
+                // delivery loses the trace); both fields here, so it reaches the subscriber.
+                traceparent: trace.0,
+                tracestate: trace.1,
                 metadata: &none,
             };
             let mut ce = cloudevents::envelope(&input, &body, chrono::Utc::now()).map_err(ApiError::transaction)?;

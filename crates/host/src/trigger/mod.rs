@@ -249,6 +249,8 @@ impl HttpRuntime {
         client_addr: SocketAddr,
     ) -> anyhow::Result<Response<WasiBody>> {
         let (mut parts, body) = req.into_parts();
+        // The caller's W3C trace context, handed on to the instance's outbound requests.
+        let trace = TraceContext::from_headers(&parts.headers);
         let host = parts
             .headers
             .get(http::header::HOST)
@@ -281,7 +283,7 @@ impl HttpRuntime {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks { runtime: self.clone(), component: component.clone() },
+            hooks: OutboundHooks { runtime: self.clone(), component: component.clone(), trace },
             limits: limits.build(),
             variables: component.variables.clone(),
         };
@@ -421,6 +423,35 @@ fn deny(component: &str, scheme: &str, authority: &str) {
 struct OutboundHooks {
     runtime: Arc<HttpRuntime>,
     component: Arc<LoadedComponent>,
+    trace: Option<TraceContext>,
+}
+
+/// The W3C trace context of the request an instance serves (`traceparent` and
+/// `tracestate`), injected into each outbound request the guest did not give its own, as
+/// Spin's outbound HTTP does — so a trace continues through the sidecar with no guest code.
+#[derive(Clone)]
+struct TraceContext {
+    traceparent: http::HeaderValue,
+    tracestate: Option<http::HeaderValue>,
+}
+
+impl TraceContext {
+    fn from_headers(h: &http::HeaderMap) -> Option<Self> {
+        let traceparent = h.get("traceparent").filter(|v| !v.is_empty())?.clone();
+        Some(Self { traceparent, tracestate: h.get("tracestate").cloned() })
+    }
+
+    fn inject(&self, h: &mut http::HeaderMap) {
+        if h.contains_key("traceparent") {
+            return;
+        }
+        h.insert("traceparent", self.traceparent.clone());
+        if let Some(ts) = &self.tracestate
+            && !h.contains_key("tracestate")
+        {
+            h.insert("tracestate", ts.clone());
+        }
+    }
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -434,6 +465,10 @@ impl WasiHttpHooks for OutboundHooks {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
         let runtime = self.runtime.clone();
         let component = self.component.clone();
+        let mut request = request;
+        if let Some(t) = &self.trace {
+            t.inject(request.headers_mut());
+        }
         Box::new(async move {
             let resp = runtime.outbound_request(&component, request, options).await?;
             Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
