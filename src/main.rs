@@ -18,6 +18,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` or as one JSON object per line (`json`), for log collectors.
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// daprd's spelling of `--log-format json`.
+    #[arg(long = "log-as-json", global = true)]
+    log_as_json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -157,14 +169,21 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
-fn init_logging(quiet: bool) {
+fn init_logging(quiet: bool, json: bool) {
     let default = if quiet { "warn" } else { "info,wasmtime_cranelift=warn,cranelift=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        fmt.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        fmt.init();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let json = cli.log_as_json || cli.log_format == LogFormat::Json;
+    let init_logging = |quiet: bool| init_logging(quiet, json);
     match cli.command {
         Command::Build(a) => {
             init_logging(a.quiet);

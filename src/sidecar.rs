@@ -33,6 +33,12 @@ pub struct DaprArgs {
     /// `4Mi`, `512Ki`, `1k`, `400`); `0` for no limit.
     #[arg(long = "max-body-size", default_value = "4Mi", value_parser = spindapr_dapr::parse_quantity)]
     pub max_body_size: u64,
+    /// Port of the Prometheus `/metrics` endpoint (daprd's flag and default), on loopback.
+    #[arg(long = "metrics-port", default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Serve metrics (`--enable-metrics=false` to not), as daprd's flag.
+    #[arg(long = "enable-metrics", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_metrics: bool,
 }
 
 impl DaprArgs {
@@ -67,6 +73,26 @@ impl DaprArgs {
             }
         }
         (Vec::new(), "no resources folder found, built-in in-memory defaults (their state store has no outbox)".into())
+    }
+
+    /// Serves `/metrics` on `--metrics-port` in the background, when enabled. A port
+    /// already taken (another sidecar on this machine) is a warning, not a failure.
+    pub async fn spawn_metrics(&self) {
+        if !self.enable_metrics {
+            return;
+        }
+        let port = self.metrics_port;
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => {
+                if let Ok(addr) = listener.local_addr() {
+                    println!("Metrics http://{addr}/metrics");
+                }
+                tokio::spawn(spindapr_metrics::serve(listener, std::future::pending()));
+            }
+            Err(e) => tracing::warn!(
+                "no metrics endpoint: 127.0.0.1:{port} is not available ({e}); choose another with --metrics-port, or --enable-metrics=false"
+            ),
+        }
     }
 
     /// Binds the sidecar's API on loopback and prints its address (tests read it).
@@ -106,6 +132,7 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     cfg.resources_paths = paths;
     let sidecar = Sidecar::new(cfg).await?;
     let listener = a.dapr.bind().await?;
+    a.dapr.spawn_metrics().await;
     println!("Dapr resources: {origin}: {}", sidecar.component_summary().join(", "));
     spawn_subscriptions(sidecar.clone(), false);
     sidecar.serve(listener, shutdown).await

@@ -132,6 +132,10 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
         Some(d) => Some(d.bind().await?),
         None => None,
     };
+    // One metrics endpoint for the host and its embedded sidecar.
+    if let Some(d) = &o.sidecar {
+        d.spawn_metrics().await;
+    }
     let dapr_port = sidecar_listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
     let dapr_env = match (dapr_port, &app_id) {
         (Some(port), Some(id)) => vec![

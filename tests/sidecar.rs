@@ -997,3 +997,79 @@ fn state_ttl_expire_time_transaction_metadata_and_key_prefix() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("can't contain '||'"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Observability (#13): daprd's Prometheus metrics on `--metrics-port` (names and labels
+/// of pkg/diagnostics) move as the sidecar publishes, delivers and stores; logs are one
+/// JSON object per line with `--log-format json`.
+#[test]
+fn metrics_and_json_logs() {
+    let app = TestApp::start(Some(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}])));
+    let state =
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
+    let res = resources(&[("pubsub.yaml", PUBSUB), ("state.yaml", state)]);
+    let metrics_port = free_port().to_string();
+    let (port_s, path) = (app.port.to_string(), res.path().display().to_string());
+    let host =
+        HostBuilder::sidecar(&["--app-id", "shop", "--app-port", &port_s, "--resources-path", &path, "--metrics-port", &metrics_port])
+            .arg("--log-format")
+            .arg("json")
+            .start();
+    wait_healthy(&host, WAIT);
+    let scrape = || get(&format!("http://127.0.0.1:{metrics_port}/metrics")).body;
+    for n in 0..2 {
+        assert_eq!(publish(&host, "/v1.0/publish/pubsub/orders", "application/json", &format!(r#"{{"n":{n}}}"#)).status, 204);
+    }
+    app.wait_calls("/orders", 2, WAIT);
+    assert_eq!(send("POST", &host.url("/v1.0/state/statestore"), &[], r#"[{"key":"k","value":1}]"#).status, 204);
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    };
+    let start = std::time::Instant::now();
+    let text = loop {
+        let t = scrape();
+        if value(
+            &t,
+            r#"dapr_component_pubsub_ingress_count{app_id="shop",component="pubsub",namespace="",process_status="success",status="success",topic="orders"}"#,
+        ) == Some(2.0)
+        {
+            break t;
+        }
+        assert!(start.elapsed() < WAIT, "{t}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        value(&text, r#"dapr_component_pubsub_egress_count{app_id="shop",component="pubsub",namespace="",success="true",topic="orders"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, r#"dapr_component_state_count{app_id="shop",component="statestore",namespace="",operation="set",success="true"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, r#"dapr_http_server_request_count{app_id="shop",method="POST",path="/v1.0/publish/pubsub/orders",status="204"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(text.contains(r#"dapr_component_pubsub_egress_latencies_bucket{app_id="shop",component="pubsub",namespace="",success="true",topic="orders",le="1"}"#), "{text}");
+    // The counters move.
+    assert_eq!(publish(&host, "/v1.0/publish/pubsub/orders", "application/json", "{}").status, 204);
+    let text = scrape();
+    assert_eq!(
+        value(&text, r#"dapr_component_pubsub_egress_count{app_id="shop",component="pubsub",namespace="",success="true",topic="orders"}"#),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(get(&format!("http://127.0.0.1:{metrics_port}/other")).status, 404);
+
+    // JSON logs: every log line is an object with a level and a message.
+    let logs = host.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains("app is subscribed to topic")), "{logs}");
+}

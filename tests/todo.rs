@@ -441,3 +441,23 @@ fn a_traceparent_on_post_todos_reaches_the_stream_and_the_subscribers() {
     let delivered = seen.iter().find(|r| String::from_utf8_lossy(&r.body).contains("\"traced\"")).expect("the event delivered");
     assert_eq!(delivered.header("traceparent"), Some(TP));
 }
+
+/// `up` serves one metrics endpoint (#13) with the host's per-component counters and
+/// its embedded sidecar's daprd metrics.
+#[test]
+fn up_serves_host_and_sidecar_metrics_on_one_port() {
+    let port = free_port().to_string();
+    let host = start(&Broker::InMemory, &["--metrics-port", &port]);
+    assert_eq!(post(&host, "/todos", r#"{"title":"counted"}"#).status, 201);
+    wait_activity(&host, |a| a["total"] == 1);
+    let text = get(&format!("http://127.0.0.1:{port}/metrics")).body;
+    for series in [
+        r#"spindapr_host_request_count{component="todo-api",status="201"} 1"#,
+        r#"spindapr_host_instances_active{component="todo-api"} 0"#,
+        r#"dapr_component_pubsub_ingress_count{app_id="todo",component="pubsub",namespace="",process_status="success",status="success",topic="todo-events"} 1"#,
+        r#"dapr_component_state_count{app_id="todo",component="statestore",namespace="",operation="transaction",success="true"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    assert!(text.contains("spindapr_host_request_duration_seconds_bucket{component=\"todo-events\""), "{text}");
+}

@@ -122,6 +122,10 @@ impl HostBuilder {
         if !self.raw && !self.cmd.get_args().any(|a| a == "--dapr-http-port" || a == "--no-sidecar") {
             self.cmd.args(["--dapr-http-port", "0"]);
         }
+        // Nor over the metrics port 9090: tests that scrape pass their own.
+        if !self.raw && !self.cmd.get_args().any(|a| a == "--metrics-port" || a.to_string_lossy().starts_with("--enable-metrics")) {
+            self.cmd.arg("--enable-metrics=false");
+        }
         let mut child = self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("spawn: {e}"))?;
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().expect("stderr");

@@ -66,6 +66,22 @@ fn too_large(segs: &[&str], m: &Method) -> Resp {
     }
 }
 
+/// The `path` label daprd's legacy HTTP metrics give a request: the state API cut to
+/// `/v1.0/state/<store>` (no keys), anything else as it is.
+fn metrics_path(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+    match segs.as_slice() {
+        [v, "state" | "secrets", store, ..] => format!("/{v}/{}/{store}", segs[1]),
+        _ => path.to_string(),
+    }
+}
+
+/// The `namespace` label: the NAMESPACE the sidecar runs in, if any.
+pub(crate) fn namespace() -> &'static str {
+    static NS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NS.get_or_init(|| std::env::var("NAMESPACE").unwrap_or_default())
+}
+
 /// Whether a route is one of daprd's API routes (anything else is service invocation).
 fn is_api_route(segs: &[&str], m: &Method) -> bool {
     let post = m == Method::POST || m == Method::PUT;
@@ -93,8 +109,24 @@ impl Sidecar {
         Ok(())
     }
 
-    /// Answers one API request.
+    /// Answers one API request, recording daprd's `dapr_http_server_*` metrics.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Resp
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = std::time::Instant::now();
+        let (method, path) = (req.method().clone(), metrics_path(req.uri().path()));
+        let resp = self.route(req).await;
+        let m = spindapr_metrics::sidecar();
+        let status = resp.status();
+        let labels = [self.cfg.app_id.as_str(), method.as_str(), path.as_str(), status.as_str()];
+        m.http_request_count.with_label_values(&labels).inc();
+        m.http_latency.with_label_values(&labels).observe(spindapr_metrics::millis(started.elapsed()));
+        resp
+    }
+
+    async fn route<B>(self: &Arc<Self>, req: Request<B>) -> Resp
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -265,10 +297,16 @@ impl Sidecar {
     /// Publishes under the component's outbound Resiliency policy.
     async fn send(&self, ps: &Arc<dyn spindapr_dapr_components::pubsub::PubSub>, pubsub: &str, msg: Message) -> Result<(), String> {
         let policy = self.resiliency.component(pubsub, crate::resiliency::Kind::Pubsub, crate::resiliency::Dir::Outbound);
-        policy
+        let (started, topic) = (std::time::Instant::now(), msg.topic.clone());
+        let res = policy
             .run(|_| async { ps.publish(msg.clone()).await.map_err(|e: PubSubError| crate::resiliency::Failure::Other(format!("{e:#}"))) })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        let m = spindapr_metrics::sidecar();
+        let labels = [self.cfg.app_id.as_str(), pubsub, namespace(), if res.is_ok() { "true" } else { "false" }, topic.as_str()];
+        m.pubsub_egress_count.with_label_values(&labels).inc();
+        m.pubsub_egress_latencies.with_label_values(&labels).observe(spindapr_metrics::millis(started.elapsed()));
+        res
     }
 
     /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`, as daprd's onBulkPublish: each
@@ -403,10 +441,20 @@ impl Sidecar {
         self.resiliency.component(store, Kind::Statestore, Dir::Outbound)
     }
 
+    /// daprd's `dapr_component_state_*` for one operation.
+    fn record_state(&self, store: &str, operation: &str, ok: bool, started: std::time::Instant) {
+        let m = spindapr_metrics::sidecar();
+        let labels = [self.cfg.app_id.as_str(), store, namespace(), operation, if ok { "true" } else { "false" }];
+        m.state_count.with_label_values(&labels).inc();
+        m.state_latencies.with_label_values(&labels).observe(spindapr_metrics::millis(started.elapsed()));
+    }
+
     async fn state_get(&self, store: &str, key: &str) -> Result<Resp, ApiError> {
         let entry = self.store(store)?;
         let k = self.state_key(entry, key)?;
+        let started = std::time::Instant::now();
         let got = self.state_policy(store).run(|_| async { entry.store.get(&k).await.map_err(Failure::Other) }).await;
+        self.record_state(store, "get", got.is_ok(), started);
         match got {
             Ok(Some(item)) => {
                 let mut r = Response::new(Full::new(item.data));
@@ -450,6 +498,7 @@ impl Sidecar {
                 return Err(ApiError::state_save(StatusCode::INTERNAL_SERVER_ERROR, store, e));
             }
             // As daprd's save: ETag errors are final, anything else is retried.
+            let started = std::time::Instant::now();
             let run = policy
                 .run(|_| async {
                     entry.store.set(req.clone()).await.map_err(|e| match e {
@@ -458,6 +507,7 @@ impl Sidecar {
                     })
                 })
                 .await;
+            self.record_state(store, "set", run.is_ok(), started);
             run.map_err(|e| match e {
                 RunError::Failed(e @ StateError::EtagMismatch(_)) => ApiError::state_save(StatusCode::CONFLICT, store, e),
                 RunError::Failed(e @ StateError::InvalidEtag(_)) => ApiError::state_save(StatusCode::BAD_REQUEST, store, e),
@@ -492,7 +542,9 @@ impl Sidecar {
         }
         let req = DeleteRequest { key: k, etag, concurrency };
         // daprd retries every delete error, ETag mismatches included.
+        let started = std::time::Instant::now();
         let run = self.state_policy(store).run(|_| async { entry.store.delete(req.clone()).await.map_err(Failure::Other) }).await;
+        self.record_state(store, "delete", run.is_ok(), started);
         run.map_err(|e| match e {
             RunError::Failed(e @ StateError::EtagMismatch(_)) => ApiError::state_delete(StatusCode::CONFLICT, key, e),
             RunError::Failed(e @ StateError::InvalidEtag(_)) => ApiError::state_delete(StatusCode::BAD_REQUEST, key, e),
@@ -516,6 +568,7 @@ impl Sidecar {
         let entry = self.store(store)?;
         let b: Bulk = serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("failed parsing the bulk request: {e}")))?;
         let mut out = Vec::new();
+        let (started, mut all_ok) = (std::time::Instant::now(), true);
         for key in b.keys {
             let k = self.state_key(entry, &key)?;
             let mut item = serde_json::json!({ "key": key });
@@ -532,10 +585,14 @@ impl Sidecar {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => item["error"] = e.to_string().into(),
+                Err(e) => {
+                    all_ok = false;
+                    item["error"] = e.to_string().into();
+                }
             }
             out.push(item);
         }
+        self.record_state(store, "bulk_get", all_ok, started);
         Ok(json(StatusCode::OK, &Value::Array(out)))
     }
 
@@ -600,8 +657,11 @@ impl Sidecar {
         // The outbox: each event goes to the internal topic before the commit and its
         // marker into the transaction (see `outbox`).
         let policy = self.state_policy(store);
+        let started = std::time::Instant::now();
         let Some(outbox) = &entry.outbox else {
-            policy.run(|_| async { entry.store.multi(ops.clone()).await.map_err(Failure::Other) }).await.map_err(ApiError::transaction)?;
+            let run = policy.run(|_| async { entry.store.multi(ops.clone()).await.map_err(Failure::Other) }).await;
+            self.record_state(store, "transaction", run.is_ok(), started);
+            run.map_err(ApiError::transaction)?;
             return Ok(());
         };
         let (pubsub, topic) = outbox.target();
@@ -647,6 +707,7 @@ impl Sidecar {
         })?;
         ops.extend(markers);
         let result = policy.run(|_| async { entry.store.multi(ops.clone()).await.map_err(Failure::Other) }).await;
+        self.record_state(store, "transaction", result.is_ok(), started);
         outbox.finish(pending, result.is_ok()).await;
         result.map_err(ApiError::transaction)
     }

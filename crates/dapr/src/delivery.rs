@@ -121,6 +121,8 @@ pub struct Delivery {
     pub policy: Policy,
     /// Why the dead-letter topic may not be published to (publishingScopes), if so.
     pub dlq_forbidden: Option<String>,
+    /// The app id, for the metrics' labels.
+    pub app_id: String,
 }
 
 impl Delivery {
@@ -162,6 +164,8 @@ impl Delivery {
         // Each attempt as daprd's policy runner sees it: DROP and 404 end it (after the
         // dead-letter topic), a status answer is a CodeError for `matching`, the rest
         // (RETRY, unknown statuses, no answer) are plain errors.
+        let started = std::time::Instant::now();
+        let dropped = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .policy
             .run(|_| async {
@@ -173,6 +177,7 @@ impl Delivery {
                     Outcome::Success => Ok(Ok(())),
                     Outcome::Drop(why) => {
                         tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
+                        dropped.store(true, std::sync::atomic::Ordering::Relaxed);
                         Ok(self.dead_letter(&msg, &why).await)
                     }
                     Outcome::Retry(why) => match status.filter(|s| !(200..300).contains(s)) {
@@ -182,14 +187,19 @@ impl Delivery {
                 }
             })
             .await;
-        match result {
-            Ok(done) => done,
+        let (status, done) = match result {
+            Ok(done) if dropped.load(std::sync::atomic::Ordering::Relaxed) => ("drop", done),
+            Ok(done) => ("success", done),
             Err(e) => {
                 let why = e.to_string();
                 tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "delivery failed: {why}");
-                self.fail(&msg, why).await
+                // daprd counts a failure the dead-letter topic took as dropped.
+                let done = self.fail(&msg, why).await;
+                (if done.is_ok() && sub.dead_letter_topic.is_some() { "drop" } else { "retry" }, done)
             }
-        }
+        };
+        record_ingress(&self.app_id, &sub.pubsub, &msg.topic, status, started.elapsed());
+        done
     }
 
     /// A failure: to the dead-letter topic if there is one, else back to the broker.
@@ -212,6 +222,14 @@ impl Delivery {
         let m = dead_letter_message(msg, dlq, &self.route.sub.pubsub);
         self.pubsub.publish(m).await.map_err(|e| NotProcessed(format!("publishing to the dead-letter topic {dlq}: {e}")))
     }
+}
+
+/// daprd's `dapr_component_pubsub_ingress_*` for one delivered message.
+pub(crate) fn record_ingress(app_id: &str, pubsub: &str, topic: &str, status: &str, elapsed: std::time::Duration) {
+    let m = spindapr_metrics::sidecar();
+    let labels = [app_id, pubsub, crate::api::namespace(), status, status, topic];
+    m.pubsub_ingress_count.with_label_values(&labels).inc();
+    m.pubsub_ingress_latencies.with_label_values(&labels).observe(spindapr_metrics::millis(elapsed));
 }
 
 /// The message daprd's sendToDeadLetter publishes: the original bytes, the metadata

@@ -248,7 +248,14 @@ impl Sidecar {
                     dlq_forbidden,
                 })),
                 None => {
-                    let d = Arc::new(Delivery { route, pubsub: ps.clone(), app: app.clone(), policy, dlq_forbidden });
+                    let d = Arc::new(Delivery {
+                        route,
+                        pubsub: ps.clone(),
+                        app: app.clone(),
+                        policy,
+                        dlq_forbidden,
+                        app_id: self.cfg.app_id.clone(),
+                    });
                     Arc::new(move |m| {
                         let d = d.clone();
                         Box::pin(async move { d.deliver(m).await })

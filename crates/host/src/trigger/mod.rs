@@ -77,6 +77,9 @@ struct LoadedComponent {
     env: Vec<(String, String)>,
     /// The trigger that chaining requests to this component use.
     chaining_trigger: Option<usize>,
+    /// Its metrics, labelled once.
+    active: prometheus::IntGauge,
+    duration: prometheus::Histogram,
 }
 
 /// The running app.
@@ -156,7 +159,16 @@ impl HttpRuntime {
             let chaining_trigger = app.http_triggers.iter().position(|t| matches!(&t.target, TriggerTarget::Component(cid) if cid == id));
             components.insert(
                 id.clone(),
-                Arc::new(LoadedComponent { id: Arc::from(id.as_str()), pre, variables: Arc::new(variables), allow, env, chaining_trigger }),
+                Arc::new(LoadedComponent {
+                    id: Arc::from(id.as_str()),
+                    pre,
+                    variables: Arc::new(variables),
+                    allow,
+                    env,
+                    chaining_trigger,
+                    active: spindapr_metrics::host().instances_active.with_label_values(&[id.as_str()]),
+                    duration: spindapr_metrics::host().request_duration.with_label_values(&[id.as_str()]),
+                }),
             );
         }
         let outbound = Outbound::new(&opts.outbound);
@@ -229,13 +241,19 @@ impl HttpRuntime {
                     tracing::error!("unknown component {id}");
                     return status(StatusCode::INTERNAL_SERVER_ERROR);
                 };
-                match self.execute(component.clone(), req, &m, client_addr).await {
+                let started = std::time::Instant::now();
+                component.active.inc();
+                let resp = match self.execute(component.clone(), req, &m, client_addr).await {
                     Ok(resp) => resp,
                     Err(e) => {
                         tracing::error!(component = %component.id, "Error processing request: {e:#}");
                         status(StatusCode::INTERNAL_SERVER_ERROR)
                     }
-                }
+                };
+                component.active.dec();
+                component.duration.observe(started.elapsed().as_secs_f64());
+                spindapr_metrics::host().request_count.with_label_values(&[&*component.id, resp.status().as_str()]).inc();
+                resp
             }
         }
     }
