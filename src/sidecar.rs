@@ -127,6 +127,9 @@ pub struct SidecarArgs {
 pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let app_id = a.dapr.app_id.clone().context("--app-id is required: the Dapr app id of the app this sidecar serves")?;
+    if let Some(t) = spindapr_metrics::trace::TraceConfig::from_env(&app_id) {
+        spindapr_metrics::trace::init(&t).map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
+    }
     let mut cfg = a.dapr.config(app_id, a.app_port, a.app_channel_address.clone());
     let (paths, origin) = a.dapr.resources(None);
     cfg.resources_paths = paths;
@@ -135,7 +138,9 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     a.dapr.spawn_metrics().await;
     println!("Dapr resources: {origin}: {}", sidecar.component_summary().join(", "));
     spawn_subscriptions(sidecar.clone(), false);
-    sidecar.serve(listener, shutdown).await
+    let served = sidecar.serve(listener, shutdown).await;
+    tokio::task::block_in_place(spindapr_metrics::trace::shutdown);
+    served
 }
 
 /// Reads the app's subscriptions in the background (it waits for the app to answer),

@@ -126,6 +126,10 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     let app = tokio::task::block_in_place(|| load_app(&o))?;
     let app_dir = app.base_dir.clone();
     let app_id = o.sidecar.as_ref().map(|d| d.app_id.clone().unwrap_or_else(|| app.name.clone()));
+    // Spin's convention: OTEL_EXPORTER_OTLP_ENDPOINT turns span export on.
+    if let Some(t) = spindapr_metrics::trace::TraceConfig::from_env(app_id.as_deref().unwrap_or(&app.name)) {
+        spindapr_metrics::trace::init(&t).map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
+    }
     // The sidecar binds first, so the components are told its port (as `dapr run` tells
     // its app) and can reach it as soon as they serve.
     let sidecar_listener = match &o.sidecar {
@@ -210,6 +214,7 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
+    tokio::task::block_in_place(spindapr_metrics::trace::shutdown);
     Ok(())
 }
 

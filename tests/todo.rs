@@ -461,3 +461,64 @@ fn up_serves_host_and_sidecar_metrics_on_one_port() {
     }
     assert!(text.contains("spindapr_host_request_duration_seconds_bucket{component=\"todo-events\""), "{text}");
 }
+
+/// Spans exported over OTLP/HTTP (#13), with `OTEL_EXPORTER_OTLP_ENDPOINT` set as for
+/// Spin, decoded from real OTLP protobuf: one trace from the caller's `traceparent`
+/// through the API component's server span, its call to the sidecar, the sidecar's
+/// transaction, the delivery to the subscriber and the subscriber's own server span,
+/// each the child of the one before.
+#[test]
+fn spans_from_the_request_to_the_subscriber_are_one_trace() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let otlp = OtlpReceiver::start();
+    guest_wasm("todo-api");
+    let root = repo_root();
+    let dapr_port = free_port().to_string();
+    let host = HostBuilder::new(&root.join("spin.toml"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://127.0.0.1:{}", otlp.port))
+        .args(["--dapr-http-port", &dapr_port, "--variable", &format!("dapr_url=http://127.0.0.1:{dapr_port}")])
+        .arg("--resources-path")
+        .arg(root.join("runtime-config/dapr"))
+        .start();
+    wait_healthy(&host, WAIT);
+    let a = send("POST", &host.url("/todos"), &[("content-type", "application/json"), ("traceparent", TP)], r#"{"title":"spanned"}"#);
+    assert_eq!(a.status, 201, "{}", a.body);
+    wait_activity(&host, |a| a["total"] == 1);
+
+    let trace_id = hex_bytes("4bf92f3577b34da6a3ce929d0e0e4736");
+    let start = std::time::Instant::now();
+    let spans = loop {
+        let spans: Vec<_> = otlp.spans().into_iter().filter(|s| s.trace_id == trace_id).collect();
+        if spans.iter().any(|s| s.name.starts_with("POST /events")) {
+            break spans;
+        }
+        assert!(start.elapsed() < WAIT, "spans so far: {:?}\n{}", spans.iter().map(|s| &s.name).collect::<Vec<_>>(), host.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let find = |pred: &dyn Fn(&opentelemetry_proto::tonic::trace::v1::Span) -> bool, what: &str| {
+        spans
+            .iter()
+            .find(|s| pred(s))
+            .unwrap_or_else(|| panic!("no {what} span among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
+            .clone()
+    };
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let api = find(&|s| s.name == "POST /todos/..." && s.kind == SpanKind::Server as i32, "API server");
+    assert_eq!(api.parent_span_id, hex_bytes("00f067aa0ba902b7"), "the caller's span is the parent");
+    let tx = find(&|s| s.name == "POST /v1.0/state/statestore/transaction" && s.kind == SpanKind::Server as i32, "sidecar transaction");
+    let call = find(&|s| s.span_id == tx.parent_span_id, "the API's call to the sidecar");
+    assert_eq!((call.kind, call.parent_span_id.clone()), (SpanKind::Client as i32, api.span_id.clone()));
+    let delivery = find(&|s| s.kind == SpanKind::Consumer as i32 && s.name == "todo-events process", "delivery");
+    assert_eq!(delivery.parent_span_id, tx.span_id, "the event carries the transaction's context");
+    let sub = find(&|s| s.name.starts_with("POST /events") && s.kind == SpanKind::Server as i32, "subscriber server");
+    assert_eq!(sub.parent_span_id, delivery.span_id);
+    let attr = |s: &opentelemetry_proto::tonic::trace::v1::Span, k: &str| {
+        s.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone()).and_then(|v| v.value).map(|v| format!("{v:?}"))
+    };
+    assert!(attr(&delivery, "dapr.delivery.outcome").is_some_and(|v| v.contains("success")), "{delivery:?}");
+    assert!(attr(&api, "spin.component").is_some_and(|v| v.contains("todo-api")), "{api:?}");
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}

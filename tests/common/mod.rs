@@ -528,3 +528,76 @@ pub fn assert_sigkill_loses_no_published_event(res: &Path, wait: Duration) {
     let missing: Vec<i64> = (0..N as i64).filter(|n| !delivered.contains(n)).collect();
     assert!(missing.is_empty(), "missing after restart: {missing:?}\n{}", host.logs());
 }
+
+/// An OTLP/HTTP traces receiver: keeps the protobuf body of every `POST` it gets and
+/// answers 200, as a collector would.
+pub struct OtlpReceiver {
+    pub port: u16,
+    pub bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl OtlpReceiver {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let keep = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let keep = keep.clone();
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    loop {
+                        let mut len = 0usize;
+                        let mut first = true;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" && !first {
+                                break;
+                            }
+                            first = false;
+                            if let Some((k, v)) = line.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        keep.lock().unwrap().push(body);
+                        let resp = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, bodies }
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        use prost::Message as _;
+        let bodies = self.bodies.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for b in bodies {
+            let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(b.as_slice())
+                .expect("an OTLP ExportTraceServiceRequest");
+            for rs in req.resource_spans {
+                for ss in rs.scope_spans {
+                    out.extend(ss.spans);
+                }
+            }
+        }
+        out
+    }
+}

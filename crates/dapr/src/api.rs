@@ -76,6 +76,16 @@ fn metrics_path(path: &str) -> String {
     }
 }
 
+/// A span's name for an API path: state keys (data) replaced by `{key}`.
+fn span_path(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+    match segs.as_slice() {
+        [v, "state", store, "bulk" | "transaction"] => format!("/{v}/state/{store}/{}", segs[3]),
+        [v, "state", store, _] => format!("/{v}/state/{store}/{{key}}"),
+        _ => path.to_string(),
+    }
+}
+
 /// The `namespace` label: the NAMESPACE the sidecar runs in, if any.
 pub(crate) fn namespace() -> &'static str {
     static NS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -117,7 +127,27 @@ impl Sidecar {
     {
         let started = std::time::Instant::now();
         let (method, path) = (req.method().clone(), metrics_path(req.uri().path()));
+        // With tracing on: a server span per call; its context is the caller's trace from
+        // here on (a published event carries it), as daprd's tracing middleware does.
+        let mut req = req;
+        let span = spindapr_metrics::trace::from_headers(
+            format!("{method} {}", span_path(req.uri().path())),
+            spindapr_metrics::trace::Kind::Server,
+            req.headers(),
+            vec![
+                spindapr_metrics::trace::kv("http.request.method", method.to_string()),
+                spindapr_metrics::trace::kv("url.path", path.clone()),
+                spindapr_metrics::trace::kv("dapr.app_id", self.cfg.app_id.clone()),
+            ],
+        );
+        if let Some(s) = &span {
+            s.inject(req.headers_mut());
+        }
         let resp = self.route(req).await;
+        if let Some(s) = &span {
+            s.set("http.response.status_code", i64::from(resp.status().as_u16()));
+            s.end(resp.status().is_server_error().then(|| resp.status().to_string()));
+        }
         let m = spindapr_metrics::sidecar();
         let status = resp.status();
         let labels = [self.cfg.app_id.as_str(), method.as_str(), path.as_str(), status.as_str()];

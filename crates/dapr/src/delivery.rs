@@ -160,30 +160,53 @@ impl Delivery {
                 return self.fail(&msg, e).await;
             }
         };
-        let headers = delivery_headers(&event, &msg.metadata, &sub.pubsub);
+        let mut headers = delivery_headers(&event, &msg.metadata, &sub.pubsub);
+        // With tracing on: a consumer span, child of the event's trace, is the app's parent.
+        let tp = event.get("traceparent").or_else(|| event.get("traceid")).and_then(Value::as_str);
+        let span = spindapr_metrics::trace::from_traceparent(
+            format!("{} process", msg.topic),
+            spindapr_metrics::trace::Kind::Consumer,
+            tp.filter(|t| !t.is_empty()),
+            vec![
+                spindapr_metrics::trace::kv("messaging.system", "dapr"),
+                spindapr_metrics::trace::kv("messaging.destination.name", msg.topic.clone()),
+                spindapr_metrics::trace::kv("dapr.pubsub", sub.pubsub.clone()),
+                spindapr_metrics::trace::kv("url.path", path.clone()),
+            ],
+        );
+        if let Some(s) = &span {
+            headers.retain(|(k, _)| k != "traceparent" && k != "tracestate");
+            let mut h = http::HeaderMap::new();
+            s.inject(&mut h);
+            headers.extend(h.iter().filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string()))));
+        }
         // Each attempt as daprd's policy runner sees it: DROP and 404 end it (after the
         // dead-letter topic), a status answer is a CodeError for `matching`, the rest
         // (RETRY, unknown statuses, no answer) are plain errors.
         let started = std::time::Instant::now();
         let dropped = std::sync::atomic::AtomicBool::new(false);
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         let result = self
             .policy
-            .run(|_| async {
-                let (outcome, status) = match self.app.post_event(&path, body.clone(), &headers).await {
-                    Ok((status, answer)) => (interpret(status, &answer), Some(status)),
-                    Err(e) => (Outcome::Retry(format!("delivering to the app failed: {e:#}")), None),
-                };
-                match outcome {
-                    Outcome::Success => Ok(Ok(())),
-                    Outcome::Drop(why) => {
-                        tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
-                        dropped.store(true, std::sync::atomic::Ordering::Relaxed);
-                        Ok(self.dead_letter(&msg, &why).await)
+            .run(|n| {
+                attempts.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+                async {
+                    let (outcome, status) = match self.app.post_event(&path, body.clone(), &headers).await {
+                        Ok((status, answer)) => (interpret(status, &answer), Some(status)),
+                        Err(e) => (Outcome::Retry(format!("delivering to the app failed: {e:#}")), None),
+                    };
+                    match outcome {
+                        Outcome::Success => Ok(Ok(())),
+                        Outcome::Drop(why) => {
+                            tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
+                            dropped.store(true, std::sync::atomic::Ordering::Relaxed);
+                            Ok(self.dead_letter(&msg, &why).await)
+                        }
+                        Outcome::Retry(why) => match status.filter(|s| !(200..300).contains(s)) {
+                            Some(code) => Err(Failure::Code(u32::from(code), why)),
+                            None => Err(Failure::Other(why)),
+                        },
                     }
-                    Outcome::Retry(why) => match status.filter(|s| !(200..300).contains(s)) {
-                        Some(code) => Err(Failure::Code(u32::from(code), why)),
-                        None => Err(Failure::Other(why)),
-                    },
                 }
             })
             .await;
@@ -199,6 +222,11 @@ impl Delivery {
             }
         };
         record_ingress(&self.app_id, &sub.pubsub, &msg.topic, status, started.elapsed());
+        if let Some(s) = &span {
+            s.set("dapr.delivery.outcome", status);
+            s.set("dapr.delivery.attempts", i64::from(attempts.load(std::sync::atomic::Ordering::Relaxed)));
+            s.end(done.as_ref().err().map(|e| e.to_string()));
+        }
         done
     }
 

@@ -130,6 +130,18 @@ impl Sidecar {
             resources.components.push(Component::new("pubsub", "pubsub.in-memory"));
             resources.components.push(Component::new("statestore", "state.in-memory"));
         }
+        // daprd's convention: a Configuration's spec.tracing turns span export on.
+        if let Some(t) = &resources.tracing
+            && let Some(endpoint) = &t.endpoint
+            && t.sampling_rate > 0.0
+        {
+            let cfg = spindapr_metrics::trace::TraceConfig {
+                endpoint: endpoint.clone(),
+                sampling_rate: t.sampling_rate,
+                service: cfg.app_id.clone(),
+            };
+            spindapr_metrics::trace::init(&cfg).map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
+        }
         let mut pubsubs = HashMap::new();
         let mut states = HashMap::new();
         for c in &resources.components {

@@ -426,6 +426,47 @@ pub struct Resources {
     pub resiliency: Vec<ResiliencySpec>,
     /// Their resource names, in the same order.
     pub resiliency_names: Vec<String>,
+    /// `spec.tracing` of a `Configuration`: where to export spans and how many.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// A Dapr `Configuration`'s `spec.tracing`, as far as this sidecar exports spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// `samplingRate` (`"1"`: every trace; `"0"`: none).
+    pub sampling_rate: f64,
+    /// The OTLP/HTTP traces URL from `otel.endpointAddress` (`isSecure` picks https).
+    pub endpoint: Option<String>,
+}
+
+/// Reads `spec.tracing` of a `Configuration` document (its other settings are daprd's
+/// and ignored here).
+fn tracing_of(doc: &serde_norway::Value) -> Result<Option<TracingConfig>, String> {
+    let Some(t) = doc.get("spec").and_then(|s| s.get("tracing")) else { return Ok(None) };
+    let str_of = |v: Option<&serde_norway::Value>| -> Option<String> {
+        v.and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_f64().map(|f| f.to_string())))
+    };
+    let rate = match str_of(t.get("samplingRate")) {
+        None => 0.0,
+        Some(r) if r.trim().is_empty() => 0.0,
+        Some(r) => r.trim().parse::<f64>().map_err(|_| format!("spec.tracing.samplingRate {r:?} is not a number between 0 and 1"))?,
+    };
+    let otel = t.get("otel");
+    let endpoint = match str_of(otel.and_then(|o| o.get("endpointAddress"))) {
+        None => None,
+        Some(addr) => {
+            let protocol = str_of(otel.and_then(|o| o.get("protocol"))).unwrap_or_else(|| "grpc".into());
+            if !protocol.eq_ignore_ascii_case("http") {
+                return Err(format!(
+                    "spec.tracing.otel.protocol {protocol:?}: this sidecar exports OTLP over HTTP only; set protocol: http (and the collector's HTTP port, 4318)"
+                ));
+            }
+            let secure = otel.and_then(|o| o.get("isSecure")).and_then(serde_norway::Value::as_bool).unwrap_or(false);
+            let base = if addr.contains("://") { addr } else { format!("{}://{addr}", if secure { "https" } else { "http" }) };
+            Some(format!("{}/v1/traces", base.trim_end_matches('/').trim_end_matches("/v1/traces")))
+        }
+    };
+    Ok(Some(TracingConfig { sampling_rate: rate, endpoint }))
 }
 
 /// One Dapr resource document, typed (unknown fields rejected), before any check of
@@ -556,6 +597,16 @@ fn load_file(file: &Path, app_id: &str, out: &mut Resources) -> Result<(), Resou
                 Some("kind".into()),
                 format!("unknown resource kind {kind:?}: expected Component, Subscription or Resiliency"),
             ));
+        }
+        if kind == "Configuration" {
+            let scoped_out = value
+                .get("scopes")
+                .and_then(|s| s.as_sequence())
+                .is_some_and(|s| !s.is_empty() && !s.iter().any(|a| a.as_str() == Some(app_id)));
+            if !scoped_out && let Some(t) = tracing_of(&value).map_err(|e| err(line_of("tracing:"), Some("spec.tracing".into()), e))? {
+                out.tracing = Some(t);
+            }
+            continue;
         }
         match parse_dapr_doc(value).map_err(typed)? {
             Some(DaprDoc::Component(doc)) => {
@@ -723,6 +774,26 @@ mod tests {
                 None
             ]
         );
+    }
+
+    #[test]
+    fn a_configuration_turns_span_export_on() {
+        let doc = |t: &str| -> serde_norway::Value {
+            serde_norway::from_str(&format!(
+                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  metric:\n    enabled: true\n{t}"
+            ))
+            .unwrap()
+        };
+        let t = tracing_of(&doc("  tracing:\n    samplingRate: \"0.5\"\n    otel:\n      endpointAddress: collector:4318\n      isSecure: false\n      protocol: http\n")).unwrap();
+        assert_eq!(t, Some(TracingConfig { sampling_rate: 0.5, endpoint: Some("http://collector:4318/v1/traces".into()) }));
+        let t = tracing_of(&doc("  tracing:\n    samplingRate: \"1\"\n")).unwrap().unwrap();
+        assert_eq!((t.sampling_rate, t.endpoint), (1.0, None));
+        assert!(
+            tracing_of(&doc("  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: c:4317\n")).is_err(),
+            "gRPC (the default protocol) is refused"
+        );
+        assert!(tracing_of(&doc("  tracing:\n    samplingRate: lots\n")).is_err());
+        assert_eq!(tracing_of(&doc("")).unwrap(), None);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! (`spindapr_host_*`). One registry per process, so `up` serves the host's and its
 //! embedded sidecar's on one port, as daprd's `--metrics-port`.
 
+pub mod trace;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -26,6 +26,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpV
 
 use spindapr_manifest::allowed_hosts::{AllowList, chaining_target};
 use spindapr_manifest::{App, RouteConfig, StaticResponse, TriggerTarget};
+use spindapr_metrics::trace;
 use state::{GuestLog, HostState};
 use wasmtime_wasi_http::WasiHttpHooks;
 
@@ -243,7 +244,19 @@ impl HttpRuntime {
                 };
                 let started = std::time::Instant::now();
                 component.active.inc();
-                let resp = match self.execute(component.clone(), req, &m, client_addr).await {
+                // With tracing on: the request's server span, parent of its outbound calls.
+                let span = trace::from_headers(
+                    format!("{} {}", req.method(), m.based_route),
+                    trace::Kind::Server,
+                    req.headers(),
+                    vec![
+                        trace::kv("http.request.method", req.method().to_string()),
+                        trace::kv("http.route", m.based_route.clone()),
+                        trace::kv("spin.component", component.id.to_string()),
+                    ],
+                )
+                .map(Arc::new);
+                let resp = match self.execute(component.clone(), req, &m, client_addr, span.clone()).await {
                     Ok(resp) => resp,
                     Err(e) => {
                         tracing::error!(component = %component.id, "Error processing request: {e:#}");
@@ -252,6 +265,10 @@ impl HttpRuntime {
                 };
                 component.active.dec();
                 component.duration.observe(started.elapsed().as_secs_f64());
+                if let Some(span) = &span {
+                    span.set("http.response.status_code", i64::from(resp.status().as_u16()));
+                    span.end(resp.status().is_server_error().then(|| resp.status().to_string()));
+                }
                 spindapr_metrics::host().request_count.with_label_values(&[&*component.id, resp.status().as_str()]).inc();
                 resp
             }
@@ -265,6 +282,7 @@ impl HttpRuntime {
         req: Request<WasiBody>,
         m: &RouteMatch,
         client_addr: SocketAddr,
+        span: Option<Arc<trace::SpanCx>>,
     ) -> anyhow::Result<Response<WasiBody>> {
         let (mut parts, body) = req.into_parts();
         // The caller's W3C trace context, handed on to the instance's outbound requests.
@@ -301,7 +319,7 @@ impl HttpRuntime {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks { runtime: self.clone(), component: component.clone(), trace },
+            hooks: OutboundHooks { runtime: self.clone(), component: component.clone(), trace, span },
             limits: limits.build(),
             variables: component.variables.clone(),
         };
@@ -442,6 +460,8 @@ struct OutboundHooks {
     runtime: Arc<HttpRuntime>,
     component: Arc<LoadedComponent>,
     trace: Option<TraceContext>,
+    /// The request's span when tracing is on; each outbound call gets a child.
+    span: Option<Arc<trace::SpanCx>>,
 }
 
 /// The W3C trace context of the request an instance serves (`traceparent` and
@@ -484,11 +504,31 @@ impl WasiHttpHooks for OutboundHooks {
         let runtime = self.runtime.clone();
         let component = self.component.clone();
         let mut request = request;
-        if let Some(t) = &self.trace {
-            t.inject(request.headers_mut());
+        let client = self.span.as_ref().and_then(|s| {
+            s.child(
+                format!("{}", request.method()),
+                trace::Kind::Client,
+                vec![trace::kv("http.request.method", request.method().to_string()), trace::kv("url.full", request.uri().to_string())],
+            )
+        });
+        match (&client, &self.trace) {
+            // A guest's own trace header is kept.
+            (Some(c), _) if !request.headers().contains_key("traceparent") => c.inject(request.headers_mut()),
+            (None, Some(t)) => t.inject(request.headers_mut()),
+            _ => {}
         }
         Box::new(async move {
-            let resp = runtime.outbound_request(&component, request, options).await?;
+            let resp = runtime.outbound_request(&component, request, options).await;
+            if let Some(c) = client {
+                match &resp {
+                    Ok(r) => {
+                        c.set("http.response.status_code", i64::from(r.status().as_u16()));
+                        c.end(r.status().is_server_error().then(|| r.status().to_string()));
+                    }
+                    Err(e) => c.end(Some(format!("{e:?}"))),
+                }
+            }
+            let resp = resp?;
             Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
         })
     }
