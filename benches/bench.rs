@@ -60,11 +60,17 @@ impl Drop for Proc {
 
 /// Starts `cmd` pinned to `cpu` and waits for a stdout line starting with `ready`.
 fn start(cpu: &str, program: &Path, args: &[String], ready: &str) -> Proc {
+    start_env(cpu, program, args, ready, &[])
+}
+
+/// As [`start`], with extra environment variables.
+fn start_env(cpu: &str, program: &Path, args: &[String], ready: &str, env: &[(&str, String)]) -> Proc {
     let mut child = Command::new("taskset")
         .arg("-c")
         .arg(cpu)
         .arg(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -486,10 +492,14 @@ async fn bench_sidecar(broker: &BenchBroker) {
 
 /// `spindapr up` on the repo's spin.toml (in-memory resources) pinned to CPU 0.
 async fn start_up(extra: &[&str]) -> (Proc, String) {
+    start_up_env(extra, &[]).await
+}
+
+async fn start_up_env(extra: &[&str], env: &[(&str, String)]) -> (Proc, String) {
     let port = free_port();
     let dapr_port = free_port();
     let r = root();
-    let up = start(
+    let up = start_env(
         "0",
         Path::new(env!("CARGO_BIN_EXE_spindapr")),
         &[
@@ -510,6 +520,7 @@ async fn start_up(extra: &[&str]) -> (Proc, String) {
         .chain(extra.iter().map(|a| a.to_string()))
         .collect::<Vec<_>>(),
         "Serving",
+        env,
     );
     wait_healthy(dapr_port).await;
     (up, format!("http://127.0.0.1:{port}"))
@@ -980,6 +991,103 @@ async fn bench_soak() {
     drop(up);
 }
 
+/// An OTLP/HTTP sink: answers every export 200 and counts the bytes, so the traced side
+/// pays for making and sending its spans but nothing is stored.
+fn otlp_sink() -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = bytes.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    counted.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, bytes)
+}
+
+/// `POST /todos` with tracing off and on (every trace sampled, exported over OTLP/HTTP
+/// to a sink), both `up`s pinned to CPU 0, interleaved rounds.
+async fn bench_tracing(rounds: usize, secs: u64) {
+    build_guests();
+    let (sink_port, exported) = otlp_sink();
+    let (off, off_base) = start_up(&[]).await;
+    let endpoint = [("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{sink_port}")), ("OTEL_TRACES_SAMPLER_ARG", "1".into())];
+    let (on, on_base) = start_up_env(&[], &endpoint).await;
+    let c = client();
+    println!("\n## tracing: POST /todos with tracing off vs on (sampling 1.0, OTLP/HTTP to a sink; {rounds} interleaved rounds × {secs} s)");
+    println!("| round | c | off req/s | p50 / p99 µs | on req/s | p50 / p99 µs | on / off |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut off_side = Side { base: off_base, seed: false, created: 0 };
+    let mut on_side = Side { base: on_base, seed: false, created: 0 };
+    measure(&c, &mut off_side, 2, 2).await;
+    measure(&c, &mut on_side, 2, 2).await;
+    /// Per connection count: off, on and on/off, one entry per round.
+    type Rounds = (usize, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut summary: Vec<Rounds> = vec![(1, vec![], vec![], vec![]), (8, vec![], vec![], vec![])];
+    for round in 1..=rounds {
+        for (conns, offs, ons, ratios) in summary.iter_mut() {
+            let (a, la, _, _) = measure(&c, &mut off_side, *conns, secs).await;
+            let (b, lb, _, _) = measure(&c, &mut on_side, *conns, secs).await;
+            offs.push(a);
+            ons.push(b);
+            ratios.push(b / a);
+            println!(
+                "| {round} | {conns} | {a:.0} | {:.0} / {:.0} | {b:.0} | {:.0} / {:.0} | {:.2}× |",
+                percentile(&la, 0.5),
+                percentile(&la, 0.99),
+                percentile(&lb, 0.5),
+                percentile(&lb, 0.99),
+                b / a
+            );
+        }
+    }
+    println!("\nmedian (min–max) over the rounds:");
+    for (conns, offs, ons, ratios) in &summary {
+        println!(
+            "- c={conns}: off {} req/s; on {} req/s; on/off {:.2}× ({:.2}–{:.2})",
+            spread(offs),
+            spread(ons),
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        );
+    }
+    println!("- OTLP bytes exported by the traced side: {}", exported.load(std::sync::atomic::Ordering::Relaxed));
+    drop(on);
+    drop(off);
+}
+
 async fn bench_todo() {
     build_guests();
     bench_todo_vs_seed(3, 5).await;
@@ -996,13 +1104,14 @@ fn main() {
         "sidecar" => rt.block_on(bench_sidecars()),
         "todo" => rt.block_on(bench_todo()),
         "soak" => rt.block_on(bench_soak()),
+        "tracing" => rt.block_on(bench_tracing(3, 5)),
         "all" => {
             bench_host();
             rt.block_on(bench_sidecars());
             rt.block_on(bench_todo());
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: use host, sidecar, todo, soak or all");
+            eprintln!("unknown benchmark {other:?}: use host, sidecar, todo, tracing, soak or all");
             std::process::exit(2);
         }
     }
