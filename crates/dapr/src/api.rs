@@ -467,7 +467,7 @@ impl Sidecar {
     }
 
     /// The store's outbound Resiliency policy (every state call runs under it).
-    fn state_policy(&self, store: &str) -> Policy {
+    fn state_policy(&self, store: &str) -> Arc<Policy> {
         self.resiliency.component(store, Kind::Statestore, Dir::Outbound)
     }
 

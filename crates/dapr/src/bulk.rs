@@ -108,7 +108,7 @@ pub struct BulkDelivery {
     pub pubsub: Arc<dyn PubSub>,
     pub app: Arc<AppChannel>,
     /// The component's inbound Resiliency policy.
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     pub config: BulkConfig,
     /// Why the dead-letter topic may not be published to (publishingScopes), if so.
     pub dlq_forbidden: Option<String>,
@@ -480,7 +480,7 @@ mod tests {
             route: Route::compile(sub).unwrap(),
             pubsub: pubsub.clone(),
             app: channel,
-            policy: Policy::default(),
+            policy: Arc::new(Policy::default()),
             config,
             dlq_forbidden: None,
         };

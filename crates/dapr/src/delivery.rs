@@ -118,7 +118,7 @@ pub struct Delivery {
     pub pubsub: Arc<dyn PubSub>,
     pub app: Arc<AppChannel>,
     /// The component's inbound Resiliency policy.
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     /// Why the dead-letter topic may not be published to (publishingScopes), if so.
     pub dlq_forbidden: Option<String>,
     /// The app id, for the metrics' labels.

@@ -100,7 +100,7 @@ fn rand_unit() -> f64 {
 }
 
 /// Which way a component call goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dir {
     /// From the component to the app (pub/sub delivery).
     Inbound,
@@ -109,7 +109,7 @@ pub enum Dir {
 }
 
 /// A component's building block, for the `Default<Kind>Component…Policy` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Pubsub,
     Statestore,
@@ -220,6 +220,9 @@ pub struct Resiliency {
     component_breakers: Breakers,
     /// One per app method, bounded as daprd's endpoint cache.
     app_breakers: Breakers,
+    /// Each component's resolved policies, made on first use (every publish and state
+    /// call asks).
+    resolved: std::sync::RwLock<std::collections::HashMap<(String, Kind, Dir), Arc<Policy>>>,
 }
 
 impl Resiliency {
@@ -248,7 +251,19 @@ impl Resiliency {
     }
 
     /// The policy for calls between the sidecar and component `name` in direction `dir`.
-    pub fn component(&self, name: &str, kind: Kind, dir: Dir) -> Policy {
+    pub fn component(&self, name: &str, kind: Kind, dir: Dir) -> Arc<Policy> {
+        let key = (name.to_string(), kind, dir);
+        if let Some(p) = self.resolved.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return p;
+        }
+        let p = Arc::new(self.resolve_component(name, kind, dir));
+        if let Ok(mut m) = self.resolved.write() {
+            m.insert(key, p.clone());
+        }
+        p
+    }
+
+    fn resolve_component(&self, name: &str, kind: Kind, dir: Dir) -> Policy {
         if let Some(t) = self.components.get(name) {
             let side = match dir {
                 Dir::Inbound => t.inbound.as_ref(),
@@ -415,7 +430,7 @@ mod tests {
         let inbound = r.component("pubsub", Kind::Pubsub, Dir::Inbound);
         assert!(inbound.retry.is_none() && inbound.timeout.is_none(), "the entry has no inbound: no policy at all");
         assert_eq!(r.component("pubsub", Kind::Pubsub, Dir::Outbound).timeout, Some(Duration::from_secs(5)));
-        assert_eq!(r.component("statestore", Kind::Statestore, Dir::Outbound).retry.map(|p| p.max_retries), Some(2));
+        assert_eq!(r.component("statestore", Kind::Statestore, Dir::Outbound).retry.as_ref().map(|p| p.max_retries), Some(2));
         assert_eq!(r.app("me", "m").retry.map(|p| p.max_retries), Some(1));
     }
 }

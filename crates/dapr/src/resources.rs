@@ -742,7 +742,7 @@ mod tests {
         assert_eq!(r.subscriptions[0].dead_letter_topic.as_deref(), Some("t-dlq"));
         use crate::resiliency::{Backoff, Dir, Kind, Resiliency};
         let res = Resiliency::build(&r.resiliency).unwrap();
-        let p = res.component("pubsub", Kind::Pubsub, Dir::Inbound).retry.unwrap();
+        let p = res.component("pubsub", Kind::Pubsub, Dir::Inbound).retry.clone().unwrap();
         assert_eq!(p.max_retries, 3);
         // The exponential policy's `duration` (100ms) is ignored, as dapr/kit does.
         assert_eq!(p.backoff, Backoff::Exponential { max_interval: Duration::from_secs(60) });

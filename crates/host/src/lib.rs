@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod outbound;
+pub mod profile;
 pub mod routes;
 pub mod runtime_config;
 pub mod trigger;

@@ -165,6 +165,14 @@ pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Adds a collector of another crate to the process's registry (once; a second
+/// registration of the same metric is ignored).
+pub fn register(c: Box<dyn prometheus::core::Collector>) {
+    if let Err(e) = all().registry.register(c) {
+        tracing::debug!("registering a metric: {e}");
+    }
+}
+
 /// Every metric in Prometheus' text format.
 pub fn render() -> String {
     let mut out = String::new();

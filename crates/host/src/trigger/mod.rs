@@ -24,6 +24,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpView};
 
+use crate::profile;
 use spindapr_manifest::allowed_hosts::{AllowList, chaining_target};
 use spindapr_manifest::{App, RouteConfig, StaticResponse, TriggerTarget};
 use spindapr_metrics::trace;
@@ -209,6 +210,7 @@ impl HttpRuntime {
 
     /// Answers one inbound request.
     pub async fn handle(self: &Arc<Self>, mut req: Request<WasiBody>, client_addr: SocketAddr) -> Response<WasiBody> {
+        let clock = profile::Clock::start();
         // A Host naming a chaining target must not leak into the component (as Spin).
         if req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(|h| chaining_target(host_only(h)).is_some()) {
             req.headers_mut().remove(http::header::HOST);
@@ -229,12 +231,18 @@ impl HttpRuntime {
             };
         }
         match self.router.route(&path) {
-            Some(m) => self.handle_trigger(req, m, client_addr).await,
+            Some(m) => self.handle_trigger(req, m, client_addr, clock).await,
             None => status(StatusCode::NOT_FOUND),
         }
     }
 
-    async fn handle_trigger(self: &Arc<Self>, req: Request<WasiBody>, m: RouteMatch, client_addr: SocketAddr) -> Response<WasiBody> {
+    async fn handle_trigger(
+        self: &Arc<Self>,
+        req: Request<WasiBody>,
+        m: RouteMatch,
+        client_addr: SocketAddr,
+        mut clock: profile::Clock,
+    ) -> Response<WasiBody> {
         match &self.app.http_triggers[m.trigger].target {
             TriggerTarget::Static(sr) => static_response(sr),
             TriggerTarget::Component(id) => {
@@ -256,7 +264,7 @@ impl HttpRuntime {
                     ],
                 )
                 .map(Arc::new);
-                let resp = match self.execute(component.clone(), req, &m, client_addr, span.clone()).await {
+                let resp = match self.execute(component.clone(), req, &m, client_addr, span.clone(), &mut clock).await {
                     Ok(resp) => resp,
                     Err(e) => {
                         tracing::error!(component = %component.id, "Error processing request: {e:#}");
@@ -270,6 +278,7 @@ impl HttpRuntime {
                     span.end(resp.status().is_server_error().then(|| resp.status().to_string()));
                 }
                 spindapr_metrics::host().request_count.with_label_values(&[&*component.id, resp.status().as_str()]).inc();
+                clock.finish(profile::Phase::Finish);
                 resp
             }
         }
@@ -283,6 +292,7 @@ impl HttpRuntime {
         m: &RouteMatch,
         client_addr: SocketAddr,
         span: Option<Arc<trace::SpanCx>>,
+        clock: &mut profile::Clock,
     ) -> anyhow::Result<Response<WasiBody>> {
         let (mut parts, body) = req.into_parts();
         // The caller's W3C trace context, handed on to the instance's outbound requests.
@@ -305,6 +315,7 @@ impl HttpRuntime {
             .build()
             .context("the request's Host and path do not form a valid URL")?;
         let req = Request::from_parts(parts, body);
+        clock.lap(profile::Phase::Prepare);
 
         let mut limits = StoreLimitsBuilder::new();
         if let Some(max) = self.opts.max_instance_memory {
@@ -327,12 +338,15 @@ impl HttpRuntime {
         store.limiter(|s| &mut s.limits);
         // Yield to the executor every epoch tick so a busy guest cannot starve others.
         store.epoch_deadline_async_yield_and_update(1);
+        clock.lap(profile::Phase::Store);
 
         let proxy =
             component.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating the component")?;
+        clock.lap(profile::Phase::Instantiate);
         let wasi_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let out = store.data_mut().http().new_response_outparam(tx)?;
+        clock.lap(profile::Phase::Resources);
 
         let timeout = self.opts.request_timeout;
         let id = component.id.clone();
@@ -347,7 +361,9 @@ impl HttpRuntime {
             }
         });
 
-        match rx.await {
+        let answer = rx.await;
+        clock.lap(profile::Phase::Guest);
+        match answer {
             Ok(Ok(resp)) => {
                 // The body may still be streaming from the guest: watch the task to its end.
                 tokio::spawn(async move {
@@ -409,7 +425,7 @@ impl HttpRuntime {
             req.headers_mut().remove(http::header::HOST);
             let me = self.clone();
             let m = RouteMatch::synthetic(trigger, &path);
-            return Ok(Box::pin(me.handle_trigger(req, m, SocketAddr::from(([0, 0, 0, 0], 0)))).await);
+            return Ok(Box::pin(me.handle_trigger(req, m, SocketAddr::from(([0, 0, 0, 0], 0)), crate::profile::Clock::start())).await);
         }
         if let Some(service) = self.local.get().and_then(|l| l.find(&scheme, &host, port)) {
             // The embedded sidecar: the same request it would read from a socket, without one.
