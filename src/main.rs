@@ -204,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                 disable_pooling: a.disable_pooling,
                 cache_dir: a.cache_dir,
                 quiet: a.quiet,
+                metrics_port: a.dapr.metrics_port(),
                 sidecar: (!a.no_sidecar).then_some(a.dapr),
                 in_process: !a.no_in_process,
             };

@@ -75,24 +75,9 @@ impl DaprArgs {
         (Vec::new(), "no resources folder found, built-in in-memory defaults (their state store has no outbox)".into())
     }
 
-    /// Serves `/metrics` on `--metrics-port` in the background, when enabled. A port
-    /// already taken (another sidecar on this machine) is a warning, not a failure.
-    pub async fn spawn_metrics(&self) {
-        if !self.enable_metrics {
-            return;
-        }
-        let port = self.metrics_port;
-        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            Ok(listener) => {
-                if let Ok(addr) = listener.local_addr() {
-                    println!("Metrics http://{addr}/metrics");
-                }
-                tokio::spawn(spindapr_metrics::serve(listener, std::future::pending()));
-            }
-            Err(e) => tracing::warn!(
-                "no metrics endpoint: 127.0.0.1:{port} is not available ({e}); choose another with --metrics-port, or --enable-metrics=false"
-            ),
-        }
+    /// The metrics port, when metrics are on.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.enable_metrics.then_some(self.metrics_port)
     }
 
     /// Binds the sidecar's API on loopback and prints its address (tests read it).
@@ -135,12 +120,30 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     cfg.resources_paths = paths;
     let sidecar = Sidecar::new(cfg).await?;
     let listener = a.dapr.bind().await?;
-    a.dapr.spawn_metrics().await;
+    if let Some(port) = a.dapr.metrics_port() {
+        spawn_metrics(port).await;
+    }
     println!("Dapr resources: {origin}: {}", sidecar.component_summary().join(", "));
     spawn_subscriptions(sidecar.clone(), false);
     let served = sidecar.serve(listener, shutdown).await;
     tokio::task::block_in_place(spindapr_metrics::trace::shutdown);
     served
+}
+
+/// Serves `/metrics` on `port` in the background. A port already taken (another sidecar
+/// on this machine) is a warning, not a failure.
+pub async fn spawn_metrics(port: u16) {
+    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                println!("Metrics http://{addr}/metrics");
+            }
+            tokio::spawn(spindapr_metrics::serve(listener, std::future::pending()));
+        }
+        Err(e) => tracing::warn!(
+            "no metrics endpoint: 127.0.0.1:{port} is not available ({e}); choose another with --metrics-port, or --enable-metrics=false"
+        ),
+    }
 }
 
 /// Reads the app's subscriptions in the background (it waits for the app to answer),

@@ -50,6 +50,8 @@ pub struct UpOptions {
     /// Calls between the components and the embedded sidecar stay in this process
     /// (`false`: over loopback TCP, as with a separate daprd).
     pub in_process: bool,
+    /// The metrics endpoint's port, if metrics are on (with or without the sidecar).
+    pub metrics_port: Option<u16>,
 }
 
 /// Everything needed to serve, prepared but not yet listening.
@@ -137,8 +139,8 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
         None => None,
     };
     // One metrics endpoint for the host and its embedded sidecar.
-    if let Some(d) = &o.sidecar {
-        d.spawn_metrics().await;
+    if let Some(port) = o.metrics_port {
+        crate::sidecar::spawn_metrics(port).await;
     }
     let dapr_port = sidecar_listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
     let dapr_env = match (dapr_port, &app_id) {

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpView};
 
 use crate::profile;
@@ -82,6 +82,11 @@ struct LoadedComponent {
     /// Its metrics, labelled once.
     active: prometheus::IntGauge,
     duration: prometheus::Histogram,
+    /// An instance made ahead, while the host was idle, for the next request (each
+    /// instance still serves exactly one request).
+    warm: std::sync::Mutex<Option<(Store<HostState>, Proxy)>>,
+    /// Whether a task is making the next warm instance.
+    refilling: std::sync::atomic::AtomicBool,
 }
 
 /// The running app.
@@ -170,6 +175,8 @@ impl HttpRuntime {
                     chaining_trigger,
                     active: spindapr_metrics::host().instances_active.with_label_values(&[id.as_str()]),
                     duration: spindapr_metrics::host().request_duration.with_label_values(&[id.as_str()]),
+                    warm: std::sync::Mutex::new(None),
+                    refilling: std::sync::atomic::AtomicBool::new(false),
                 }),
             );
         }
@@ -317,31 +324,18 @@ impl HttpRuntime {
         let req = Request::from_parts(parts, body);
         clock.lap(profile::Phase::Prepare);
 
-        let mut limits = StoreLimitsBuilder::new();
-        if let Some(max) = self.opts.max_instance_memory {
-            limits = limits.memory_size(max);
-        }
-        let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(component.id.clone(), "stdout"))
-            .stderr(GuestLog::new(component.id.clone(), "stderr"))
-            .envs(&component.env)
-            .build();
-        let data = HostState {
-            wasi,
-            table: wasmtime::component::ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            hooks: OutboundHooks { runtime: self.clone(), component: component.clone(), trace, span },
-            limits: limits.build(),
-            variables: component.variables.clone(),
+        // The instance made ahead while idle, else a new one now.
+        let warm = component.warm.lock().ok().and_then(|mut w| w.take());
+        let (mut store, proxy) = match warm {
+            Some(w) => w,
+            None => {
+                let store = self.new_store(&component);
+                clock.lap(profile::Phase::Store);
+                self.instantiate(&component, store).await?
+            }
         };
-        let mut store = Store::new(&self.engine, data);
-        store.limiter(|s| &mut s.limits);
-        // Yield to the executor every epoch tick so a busy guest cannot starve others.
-        store.epoch_deadline_async_yield_and_update(1);
-        clock.lap(profile::Phase::Store);
-
-        let proxy =
-            component.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating the component")?;
+        store.data_mut().hooks.trace = trace;
+        store.data_mut().hooks.span = span;
         clock.lap(profile::Phase::Instantiate);
         let wasi_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -363,6 +357,7 @@ impl HttpRuntime {
 
         let answer = rx.await;
         clock.lap(profile::Phase::Guest);
+        self.refill(&component);
         match answer {
             Ok(Ok(resp)) => {
                 // The body may still be streaming from the guest: watch the task to its end.
@@ -387,6 +382,62 @@ impl HttpRuntime {
                 Err(e) => anyhow::bail!("guest task panicked: {e}"),
             },
         }
+    }
+
+    /// A fresh store for one instance of `component`.
+    fn new_store(self: &Arc<Self>, component: &Arc<LoadedComponent>) -> Store<HostState> {
+        let mut limits = StoreLimitsBuilder::new();
+        if let Some(max) = self.opts.max_instance_memory {
+            limits = limits.memory_size(max);
+        }
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestLog::new(component.id.clone(), "stdout"))
+            .stderr(GuestLog::new(component.id.clone(), "stderr"))
+            .envs(&component.env)
+            .build();
+        let data = HostState {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHooks { runtime: self.clone(), component: component.clone(), trace: None, span: None },
+            limits: limits.build(),
+            variables: component.variables.clone(),
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| &mut s.limits);
+        // Yield to the executor every epoch tick so a busy guest cannot starve others.
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    async fn instantiate(&self, component: &LoadedComponent, mut store: Store<HostState>) -> anyhow::Result<(Store<HostState>, Proxy)> {
+        let proxy =
+            component.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating the component")?;
+        Ok((store, proxy))
+    }
+
+    /// Makes the next instance of `component` in the background, if none is waiting:
+    /// the instantiation is done while the host would otherwise idle between requests.
+    fn refill(self: &Arc<Self>, component: &Arc<LoadedComponent>) {
+        use std::sync::atomic::Ordering;
+        if component.warm.lock().is_ok_and(|w| w.is_some()) || component.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (me, c) = (self.clone(), component.clone());
+        tokio::spawn(async move {
+            // Let the response that triggered this go out first.
+            tokio::task::yield_now().await;
+            let store = me.new_store(&c);
+            match me.instantiate(&c, store).await {
+                Ok(ready) => {
+                    if let Ok(mut w) = c.warm.lock() {
+                        *w = Some(ready);
+                    }
+                }
+                Err(e) => tracing::debug!(component = %c.id, "making an instance ahead failed (the next request makes its own): {e:#}"),
+            }
+            c.refilling.store(false, Ordering::Release);
+        });
     }
 
     /// Every outgoing request of a guest: allow-list, then in-process or network.
