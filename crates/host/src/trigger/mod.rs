@@ -84,7 +84,9 @@ struct LoadedComponent {
     duration: prometheus::Histogram,
     /// An instance made ahead, while the host was idle, for the next request (each
     /// instance still serves exactly one request).
-    warm: std::sync::Mutex<Option<(Store<HostState>, Proxy)>>,
+    /// Held by the task making it, so a request arriving meanwhile waits the few
+    /// microseconds left instead of making a second one on the same core.
+    warm: tokio::sync::Mutex<Option<(Store<HostState>, Proxy)>>,
     /// Whether a task is making the next warm instance.
     refilling: std::sync::atomic::AtomicBool,
 }
@@ -175,7 +177,7 @@ impl HttpRuntime {
                     chaining_trigger,
                     active: spindapr_metrics::host().instances_active.with_label_values(&[id.as_str()]),
                     duration: spindapr_metrics::host().request_duration.with_label_values(&[id.as_str()]),
-                    warm: std::sync::Mutex::new(None),
+                    warm: tokio::sync::Mutex::new(None),
                     refilling: std::sync::atomic::AtomicBool::new(false),
                 }),
             );
@@ -325,7 +327,7 @@ impl HttpRuntime {
         clock.lap(profile::Phase::Prepare);
 
         // The instance made ahead while idle, else a new one now.
-        let warm = component.warm.lock().ok().and_then(|mut w| w.take());
+        let warm = component.warm.lock().await.take();
         let (mut store, proxy) = match warm {
             Some(w) => w,
             None => {
@@ -420,22 +422,24 @@ impl HttpRuntime {
     /// the instantiation is done while the host would otherwise idle between requests.
     fn refill(self: &Arc<Self>, component: &Arc<LoadedComponent>) {
         use std::sync::atomic::Ordering;
-        if component.warm.lock().is_ok_and(|w| w.is_some()) || component.refilling.swap(true, Ordering::AcqRel) {
+        if component.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
         let (me, c) = (self.clone(), component.clone());
         tokio::spawn(async move {
             // Let the response that triggered this go out first.
             tokio::task::yield_now().await;
-            let store = me.new_store(&c);
-            match me.instantiate(&c, store).await {
-                Ok(ready) => {
-                    if let Ok(mut w) = c.warm.lock() {
-                        *w = Some(ready);
+            let mut slot = c.warm.lock().await;
+            if slot.is_none() {
+                let store = me.new_store(&c);
+                match me.instantiate(&c, store).await {
+                    Ok(ready) => *slot = Some(ready),
+                    Err(e) => {
+                        tracing::debug!(component = %c.id, "making an instance ahead failed (the next request makes its own): {e:#}")
                     }
                 }
-                Err(e) => tracing::debug!(component = %c.id, "making an instance ahead failed (the next request makes its own): {e:#}"),
             }
+            drop(slot);
             c.refilling.store(false, Ordering::Release);
         });
     }
