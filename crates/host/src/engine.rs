@@ -1,7 +1,9 @@
 //! The wasmtime engine as Spin configures it — component model, epoch interruption
-//! ticking every 10 ms, the pooling allocator sized for 1000 instances (falling back to
-//! on-demand allocation where the address space cannot be reserved) — and the on-disk
-//! cache of compiled components, so a second start does not recompile.
+//! ticking every 10 ms, the pooling allocator sized for 1000 instances with Spin's limits
+//! and Spin's `SPIN_MAX_INSTANCE_COUNT` / `SPIN_WASMTIME_*` overrides (falling back to
+//! on-demand allocation where the address space cannot be reserved, or with
+//! `SPIN_WASMTIME_POOLING=0`) — and the on-disk cache of compiled components, so a
+//! second start does not recompile.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -38,30 +40,18 @@ pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    if opts.pooling && pooling_is_possible() {
-        let n = opts.max_instances;
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(n)
-            .total_memories(n)
-            .total_tables(2 * n)
-            .total_stacks(n)
-            .total_core_instances(4 * n)
-            .max_component_instance_size(10 * MB)
-            .max_core_instance_size(10 * MB)
-            .max_core_instances_per_component(200)
-            .max_tables_per_component(64)
-            .max_memories_per_component(32)
-            .max_tables_per_module(2)
-            .max_memories_per_module(2)
-            // Memory use is capped per store by the limiter; the slot only bounds it.
-            .max_memory_size(4 * GB)
-            .linear_memory_keep_resident(2 * MB)
-            .table_keep_resident(MB / 2)
-            // Reset only the pages an instance dirtied (Linux 6.7+), not all it kept.
-            .pagemap_scan(wasmtime::Enabled::Auto);
+    let forced = match std::env::var("SPIN_WASMTIME_POOLING").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        Ok(other) => anyhow::bail!("SPIN_WASMTIME_POOLING={other} is not supported: use 1 or 0"),
+        Err(_) => None,
+    };
+    let pooling = opts.pooling && forced.unwrap_or_else(pooling_is_possible);
+    if pooling {
+        let pool = pooling_config(opts.max_instances, |k| std::env::var(k).ok())?;
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        tracing::debug!(instances = n, "pooling allocator enabled");
-    } else if opts.pooling {
+        tracing::debug!("pooling allocator enabled");
+    } else if opts.pooling && forced.is_none() {
         tracing::warn!("the pooling allocator cannot reserve its address space here; using on-demand allocation");
     }
     let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
@@ -74,6 +64,43 @@ pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
         }
     })?;
     Ok(engine)
+}
+
+/// The pooling allocator's limits as Spin 3.6 sets them (crates/core), each overridable by
+/// its `SPIN_WASMTIME_*` variable (read through `var`); a value that does not parse is an
+/// error naming the variable.
+fn pooling_config(default_instances: u32, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<PoolingAllocationConfig> {
+    fn get<T: std::str::FromStr>(var: &impl Fn(&str) -> Option<String>, name: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match var(name) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|e| anyhow::anyhow!("{name}={v}: {e}; unset it or give a whole number")),
+        }
+    }
+    let n: u32 = get(&var, "SPIN_MAX_INSTANCE_COUNT", default_instances)?;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(get(&var, "SPIN_WASMTIME_INSTANCE_COUNT", n)?)
+        .total_memories(get(&var, "SPIN_WASMTIME_TOTAL_MEMORIES", n)?)
+        .total_tables(get(&var, "SPIN_WASMTIME_TOTAL_TABLES", 2 * n)?)
+        .total_stacks(get(&var, "SPIN_WASMTIME_TOTAL_STACKS", n)?)
+        .total_core_instances(get(&var, "SPIN_WASMTIME_TOTAL_CORE_INSTANCES", 4 * n)?)
+        .table_elements(get(&var, "SPIN_WASMTIME_INSTANCE_TABLE_ELEMENTS", 100_000)?)
+        .max_component_instance_size(get(&var, "SPIN_WASMTIME_INSTANCE_SIZE", 10 * MB)?)
+        .max_core_instance_size(get(&var, "SPIN_WASMTIME_CORE_INSTANCE_SIZE", 10 * MB)?)
+        .max_core_instances_per_component(get(&var, "SPIN_WASMTIME_CORE_INSTANCE_COUNT", 200)?)
+        .max_tables_per_component(get(&var, "SPIN_WASMTIME_INSTANCE_TABLES", 64)?)
+        .max_memories_per_component(get(&var, "SPIN_WASMTIME_INSTANCE_MEMORIES", 32)?)
+        .max_tables_per_module(get(&var, "SPIN_WASMTIME_MAX_TABLES_PER_MODULE", 2)?)
+        .max_memories_per_module(get(&var, "SPIN_WASMTIME_MAX_MEMORIES_PER_MODULE", 2)?)
+        // Memory use is capped per store by the limiter; the slot only bounds it.
+        .max_memory_size(4 * GB)
+        .linear_memory_keep_resident(get(&var, "SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT", 2 * MB)?)
+        .table_keep_resident(get(&var, "SPIN_WASMTIME_TABLE_KEEP_RESIDENT", MB / 2)?)
+        // Reset only the pages an instance dirtied (Linux 6.7+), not all it kept.
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    Ok(pool)
 }
 
 /// Whether 1000 memory slots of address space can be reserved (not so under some
@@ -149,4 +176,25 @@ fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
     std::fs::write(&tmp, component.serialize()?)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spin_wasmtime_overrides_are_read_and_checked() {
+        let none = |_: &str| None;
+        assert!(pooling_config(1000, none).is_ok());
+        let set = |k: &'static str, v: &'static str| move |name: &str| (name == k).then(|| v.to_string());
+        assert!(pooling_config(1000, set("SPIN_WASMTIME_INSTANCE_TABLE_ELEMENTS", "200000")).is_ok());
+        let e = pooling_config(1000, set("SPIN_MAX_INSTANCE_COUNT", "lots")).unwrap_err().to_string();
+        assert!(e.contains("SPIN_MAX_INSTANCE_COUNT=lots"), "{e}");
+        // The limits make a valid engine configuration.
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(4, none).unwrap()));
+        if pooling_is_possible() {
+            assert!(Engine::new(&config).is_ok());
+        }
+    }
 }
