@@ -106,6 +106,16 @@ struct UpArgs {
     /// over loopback TCP instead of in-process (as a separate daprd would see them).
     #[arg(long = "no-in-process")]
     no_in_process: bool,
+    /// Where each component's output is also written (`<id>_stdout.txt`,
+    /// `<id>_stderr.txt`), as Spin; default `<state dir>/logs`; an empty value writes none.
+    #[arg(short = 'L', long = "log-dir")]
+    log_dir: Option<String>,
+    /// Spin's state folder (default `.spin` next to spin.toml), home of `logs/`.
+    #[arg(long = "state-dir")]
+    state_dir: Option<PathBuf>,
+    /// Empty the component output files at start instead of appending.
+    #[arg(long = "truncate-logs")]
+    truncate_logs: bool,
     #[command(flatten)]
     dapr: DaprArgs,
 }
@@ -205,6 +215,9 @@ fn main() -> anyhow::Result<()> {
                 cache_dir: a.cache_dir,
                 quiet: a.quiet,
                 metrics_port: a.dapr.metrics_port(),
+                log_dir: a.log_dir.map(PathBuf::from),
+                state_dir: a.state_dir,
+                truncate_logs: a.truncate_logs,
                 sidecar: (!a.no_sidecar).then_some(a.dapr),
                 in_process: !a.no_in_process,
             };

@@ -52,6 +52,12 @@ pub struct UpOptions {
     pub in_process: bool,
     /// The metrics endpoint's port, if metrics are on (with or without the sidecar).
     pub metrics_port: Option<u16>,
+    /// `-L/--log-dir`: where component output files go (an empty path: none).
+    pub log_dir: Option<PathBuf>,
+    /// `--state-dir`: Spin's state folder (default `<app dir>/.spin`), home of `logs/`.
+    pub state_dir: Option<PathBuf>,
+    /// `--truncate-logs`: empty the output files at start.
+    pub truncate_logs: bool,
 }
 
 /// Everything needed to serve, prepared but not yet listening.
@@ -102,6 +108,21 @@ pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, S
             tracing::warn!("--variable {k}: the manifest declares no such variable; it is ignored");
         }
     }
+    // As Spin: --log-dir, else runtime config `log_dir`, else `<state dir>/logs` with the
+    // state dir from --state-dir, runtime config `state_dir` or `<app dir>/.spin`.
+    let log_dir = match (&o.log_dir, &rc.log_dir) {
+        (Some(d), _) if d.as_os_str().is_empty() => None,
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(d)) => Some(rc_base.join(d)),
+        (None, None) => {
+            let state = o
+                .state_dir
+                .clone()
+                .or_else(|| rc.state_dir.as_ref().map(|d| rc_base.join(d)))
+                .unwrap_or_else(|| app.base_dir.join(".spin"));
+            Some(state.join("logs"))
+        }
+    };
     let opts = RuntimeOptions {
         engine: EngineOptions { pooling: !o.disable_pooling, ..EngineOptions::default() },
         cache_dir: o.cache_dir.clone().or_else(engine::default_cache_dir),
@@ -110,6 +131,8 @@ pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, S
         base_env: dapr_env,
         env: o.env.clone(),
         outbound: rc.outbound(),
+        log_dir,
+        truncate_logs: o.truncate_logs,
     };
     let listen = listen_addr(&o.listen).await?;
     let runtime = tokio::task::block_in_place(|| HttpRuntime::new(app, &resolver, opts))?;

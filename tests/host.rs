@@ -104,7 +104,7 @@ fn start_probe(upstream_port: u16) -> (tempfile::TempDir, Host) {
 #[test]
 fn routing_headers_variables_outbound_and_isolation() {
     let upstream = Upstream::start("from upstream");
-    let (_dir, host) = start_probe(upstream.port);
+    let (dir, host) = start_probe(upstream.port);
 
     // Route precedence, read back from the matched route the component was given.
     let cases = [
@@ -217,6 +217,10 @@ fn routing_headers_variables_outbound_and_isolation() {
     get(&host.url("/print"));
     assert!(host.wait_log("[probe] probe says hello on stdout", Duration::from_secs(5)), "{}", host.logs());
     assert!(host.wait_log("[probe] probe says hello on stderr", Duration::from_secs(5)));
+    // ...and Spin's log files, `<app dir>/.spin/logs/<component>_stdout.txt` / `_stderr.txt`.
+    let logs = dir.path().join(".spin/logs");
+    assert!(std::fs::read_to_string(logs.join("probe_stdout.txt")).unwrap().contains("probe says hello on stdout\n"));
+    assert!(std::fs::read_to_string(logs.join("probe_stderr.txt")).unwrap().contains("probe says hello on stderr\n"));
 
     // A trapping guest gets 500 and the host lives on.
     let a = get(&host.url("/trap"));
@@ -355,4 +359,38 @@ fn build_runs_commands_and_reports_failures() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Spin's log file options (#14): `-L` picks the folder, `--truncate-logs` empties the
+/// files at start (otherwise they are appended to across restarts), `-L ""` writes none.
+#[test]
+fn component_output_files_follow_spins_log_options() {
+    let dir = app_dir(&[("spin.toml", &probe_app(""))]);
+    let logs = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let host = HostBuilder::new(&dir.path().join("spin.toml"))
+            .env("SPIN_VARIABLE_SECRET_TOKEN", "x")
+            .env("SPIN_VARIABLE_UPSTREAM_PORT", "1")
+            .arg("-L")
+            .arg(logs.path())
+            .args(extra)
+            .arg("--no-sidecar")
+            .start();
+        assert_eq!(get(&host.url("/print")).status, 200);
+        assert!(host.wait_log("probe says hello on stdout", Duration::from_secs(5)));
+    };
+    let lines = || std::fs::read_to_string(logs.path().join("probe_stdout.txt")).unwrap().matches("probe says hello").count();
+    run(&[]);
+    run(&[]);
+    assert_eq!(lines(), 2, "appended across restarts");
+    run(&["--truncate-logs"]);
+    assert_eq!(lines(), 1, "emptied at start");
+    let host = HostBuilder::new(&dir.path().join("spin.toml"))
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "x")
+        .env("SPIN_VARIABLE_UPSTREAM_PORT", "1")
+        .args(["-L", "", "--no-sidecar"])
+        .start();
+    get(&host.url("/print"));
+    assert!(host.wait_log("probe says hello on stdout", Duration::from_secs(5)));
+    assert!(!dir.path().join(".spin").exists(), "-L \"\" writes no files");
 }

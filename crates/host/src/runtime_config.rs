@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use crate::outbound::OutboundConfig;
 use crate::variables::Provider;
-use spindapr_manifest::locate::Seg;
 use spindapr_manifest::{ConfigError, ErrorSite};
 
 /// A `runtime-config.toml` file, as given with `--runtime-config-file`.
@@ -19,10 +18,10 @@ pub struct RuntimeConfig {
     /// `[[variables_provider]]` (or the older `[[config_provider]]`): variable providers, in file order.
     #[serde(default, alias = "config_provider")]
     pub variables_provider: Vec<ProviderConfig>,
-    /// `state_dir`: where Spin keeps key-value and SQLite data; refused by this host.
+    /// `state_dir`: Spin's state folder (here: the default home of `logs/`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
-    /// `log_dir`: where Spin writes component output logs; refused by this host.
+    /// `log_dir`: where component output logs are written.
     #[serde(default)]
     pub log_dir: Option<PathBuf>,
     /// `max_instance_memory`: the most linear memory, in bytes, one component instance may use.
@@ -77,14 +76,6 @@ impl RuntimeConfig {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let site = ErrorSite::new(path, text);
         let rc: Self = site.deserialize(text)?;
-        // Accepted by Spin, but nothing here would honour them yet: refuse rather than ignore.
-        let unsupported = [
-            ("state_dir", rc.state_dir.is_some(), "this host keeps no key-value or SQLite state; remove `state_dir`"),
-            ("log_dir", rc.log_dir.is_some(), "component output goes to the host log; remove `log_dir`"),
-        ];
-        if let Some((key, _, hint)) = unsupported.iter().find(|(_, set, _)| *set) {
-            return Err(site.error(&[Seg::key(*key)], format!("`{key}` is not supported by this host"), Some(hint)));
-        }
         Ok(rc)
     }
 

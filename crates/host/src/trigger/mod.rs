@@ -54,6 +54,11 @@ pub struct RuntimeOptions {
     pub env: Vec<(String, String)>,
     /// Outbound HTTP settings (runtime config `[outbound_http]`).
     pub outbound: OutboundConfig,
+    /// Where each component's output is also written, as Spin's
+    /// `<id>_stdout.txt` / `<id>_stderr.txt`; `None`: the host log only.
+    pub log_dir: Option<PathBuf>,
+    /// Empty those files at start instead of appending (`--truncate-logs`).
+    pub truncate_logs: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -66,6 +71,8 @@ impl Default for RuntimeOptions {
             base_env: Vec::new(),
             env: Vec::new(),
             outbound: OutboundConfig::default(),
+            log_dir: None,
+            truncate_logs: false,
         }
     }
 }
@@ -89,6 +96,8 @@ struct LoadedComponent {
     warm: tokio::sync::Mutex<Option<(Store<HostState>, Proxy)>>,
     /// Whether a task is making the next warm instance.
     refilling: std::sync::atomic::AtomicBool,
+    /// Spin's `<id>_stdout.txt` and `<id>_stderr.txt`, when logging to files.
+    log_files: (Option<state::LogFile>, Option<state::LogFile>),
 }
 
 /// The running app.
@@ -179,6 +188,13 @@ impl HttpRuntime {
                     duration: spindapr_metrics::host().request_duration.with_label_values(&[id.as_str()]),
                     warm: tokio::sync::Mutex::new(None),
                     refilling: std::sync::atomic::AtomicBool::new(false),
+                    log_files: match &opts.log_dir {
+                        Some(dir) => (
+                            Some(state::LogFile::open(dir, id, "stdout", opts.truncate_logs)?),
+                            Some(state::LogFile::open(dir, id, "stderr", opts.truncate_logs)?),
+                        ),
+                        None => (None, None),
+                    },
                 }),
             );
         }
@@ -393,8 +409,8 @@ impl HttpRuntime {
             limits = limits.memory_size(max);
         }
         let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(component.id.clone(), "stdout"))
-            .stderr(GuestLog::new(component.id.clone(), "stderr"))
+            .stdout(GuestLog::new(component.id.clone(), "stdout", component.log_files.0.clone()))
+            .stderr(GuestLog::new(component.id.clone(), "stderr", component.log_files.1.clone()))
             .envs(&component.env)
             .build();
         let data = HostState {

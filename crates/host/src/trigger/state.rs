@@ -61,16 +61,47 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> any
     Ok(())
 }
 
-/// Guest stdout/stderr, sent to the host log one line at a time.
+/// Guest stdout/stderr, sent to the host log one line at a time, and to the component's
+/// log file when there is one.
 #[derive(Clone)]
 pub struct GuestLog {
     component: Arc<str>,
     stream: &'static str,
+    file: Option<LogFile>,
 }
 
 impl GuestLog {
-    pub fn new(component: Arc<str>, stream: &'static str) -> Self {
-        Self { component, stream }
+    pub fn new(component: Arc<str>, stream: &'static str, file: Option<LogFile>) -> Self {
+        Self { component, stream, file }
+    }
+}
+
+/// One of Spin's component log files, `<log dir>/<id>_<stream>.txt`, shared by the
+/// component's instances (lines are appended whole).
+#[derive(Clone)]
+pub struct LogFile(Arc<std::sync::Mutex<std::fs::File>>);
+
+impl LogFile {
+    /// Opens (creating the folder) for appending, or emptied first when `truncate`.
+    pub fn open(dir: &std::path::Path, component: &str, stream: &str, truncate: bool) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the log folder {}", dir.display()))?;
+        let path = dir.join(format!("{component}_{stream}.txt"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
+            .open(&path)
+            .with_context(|| format!("cannot open the log file {}", path.display()))?;
+        Ok(Self(Arc::new(std::sync::Mutex::new(file))))
+    }
+
+    fn append(&self, line: &[u8]) {
+        use std::io::Write as _;
+        if let Ok(mut f) = self.0.lock() {
+            let _ = f.write_all(line).and_then(|()| f.write_all(b"\n"));
+        }
     }
 }
 
@@ -93,6 +124,9 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
+        if let Some(f) = &self.log.file {
+            f.append(line);
+        }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         if self.log.stream == "stderr" {
