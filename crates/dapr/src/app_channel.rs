@@ -65,11 +65,15 @@ impl AppChannel {
     }
 
     async fn call(&self, req: http::request::Builder, body: Bytes) -> Result<(u16, Bytes), TransportError> {
-        let mut req = req.header(http::header::HOST, &self.authority).header("dapr-app-id", &self.app_id);
+        let mut req = req.body(body).map_err(|e| TransportError(format!("building the request to the app: {e}")))?;
+        // The channel's own values replace any a caller's headers carried.
+        let h = req.headers_mut();
+        let value = |v: &str| http::HeaderValue::from_str(v).map_err(|e| TransportError(format!("building the request to the app: {e}")));
+        h.insert(http::header::HOST, value(&self.authority)?);
+        h.insert("dapr-app-id", value(&self.app_id)?);
         if let Some(t) = &self.token {
-            req = req.header("dapr-api-token", t);
+            h.insert("dapr-api-token", value(t)?);
         }
-        let req = req.body(body).map_err(|e| TransportError(format!("building the request to the app: {e}")))?;
         let resp = self.transport.send(req).await?;
         Ok((resp.status().as_u16(), resp.into_body()))
     }

@@ -123,7 +123,8 @@ pub fn batching_handler(d: Arc<BulkDelivery>) -> Handler {
     let (tx, mut rx) = mpsc::channel::<Pending>(d.config.max_messages);
     tokio::spawn(async move {
         let max = d.config.max_messages;
-        let mut batch: Vec<Pending> = Vec::with_capacity(max);
+        // maxMessagesCount comes from the app: reserve what a batch usually holds, not it.
+        let mut batch: Vec<Pending> = Vec::with_capacity(max.min(1024));
         let mut deadline = tokio::time::Instant::now();
         loop {
             if batch.is_empty() {

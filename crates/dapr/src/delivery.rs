@@ -184,7 +184,6 @@ impl Delivery {
         // dead-letter topic), a status answer is a CodeError for `matching`, the rest
         // (RETRY, unknown statuses, no answer) are plain errors.
         let started = std::time::Instant::now();
-        let dropped = std::sync::atomic::AtomicBool::new(false);
         let attempts = std::sync::atomic::AtomicU32::new(0);
         let result = self
             .policy
@@ -196,12 +195,9 @@ impl Delivery {
                         Err(e) => (Outcome::Retry(format!("delivering to the app failed: {e:#}")), None),
                     };
                     match outcome {
-                        Outcome::Success => Ok(Ok(())),
-                        Outcome::Drop(why) => {
-                            tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
-                            dropped.store(true, std::sync::atomic::Ordering::Relaxed);
-                            Ok(self.dead_letter(&msg, &why).await)
-                        }
+                        Outcome::Success => Ok(None),
+                        // Dead-lettered after the run, outside any per-attempt timeout.
+                        Outcome::Drop(why) => Ok(Some(why)),
                         Outcome::Retry(why) => match status.filter(|s| !(200..300).contains(s)) {
                             Some(code) => Err(Failure::Code(u32::from(code), why)),
                             None => Err(Failure::Other(why)),
@@ -211,8 +207,11 @@ impl Delivery {
             })
             .await;
         let (status, done) = match result {
-            Ok(done) if dropped.load(std::sync::atomic::Ordering::Relaxed) => ("drop", done),
-            Ok(done) => ("success", done),
+            Ok(Some(why)) => {
+                tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
+                ("drop", self.dead_letter(&msg, &why).await)
+            }
+            Ok(None) => ("success", Ok(())),
             Err(e) => {
                 let why = e.to_string();
                 tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "delivery failed: {why}");
@@ -294,6 +293,10 @@ pub(crate) fn delivery_headers(event: &Value, metadata: &BTreeMap<String, String
         "proxy-authenticate",
         "destination-app-id",
         "pubsubname",
+        // The channel's own: metadata must not forge or duplicate them.
+        "host",
+        "dapr-api-token",
+        "dapr-app-id",
     ];
     let mut headers = Vec::new();
     let trace = match event.get("traceparent").filter(|v| !v.is_null()) {

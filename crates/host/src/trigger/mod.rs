@@ -91,13 +91,41 @@ struct LoadedComponent {
     duration: prometheus::Histogram,
     /// An instance made ahead, while the host was idle, for the next request (each
     /// instance still serves exactly one request).
-    /// Held by the task making it, so a request arriving meanwhile waits the few
-    /// microseconds left instead of making a second one on the same core.
-    warm: tokio::sync::Mutex<Option<(Store<HostState>, Proxy)>>,
+    warm: std::sync::Mutex<Option<(Store<HostState>, Proxy)>>,
+    /// Signalled when a task has made the next warm instance (or given up).
+    warm_ready: tokio::sync::Notify,
     /// Whether a task is making the next warm instance.
     refilling: std::sync::atomic::AtomicBool,
     /// Spin's `<id>_stdout.txt` and `<id>_stderr.txt`, when logging to files.
     log_files: (Option<state::LogFile>, Option<state::LogFile>),
+}
+
+impl LoadedComponent {
+    /// The instance made ahead, if one is waiting.
+    fn take_warm(&self) -> Option<(Store<HostState>, Proxy)> {
+        self.warm.lock().ok().and_then(|mut w| w.take())
+    }
+}
+
+/// Counts a request as active until it ends — normally or by being cancelled (a client
+/// that went away) — and records its duration.
+struct Active<'a> {
+    component: &'a LoadedComponent,
+    started: std::time::Instant,
+}
+
+impl<'a> Active<'a> {
+    fn start(component: &'a LoadedComponent) -> Self {
+        component.active.inc();
+        Self { component, started: std::time::Instant::now() }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.component.active.dec();
+        self.component.duration.observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// The running app.
@@ -186,7 +214,8 @@ impl HttpRuntime {
                     chaining_trigger,
                     active: spindapr_metrics::host().instances_active.with_label_values(&[id.as_str()]),
                     duration: spindapr_metrics::host().request_duration.with_label_values(&[id.as_str()]),
-                    warm: tokio::sync::Mutex::new(None),
+                    warm: std::sync::Mutex::new(None),
+                    warm_ready: tokio::sync::Notify::new(),
                     refilling: std::sync::atomic::AtomicBool::new(false),
                     log_files: match &opts.log_dir {
                         Some(dir) => (
@@ -275,8 +304,7 @@ impl HttpRuntime {
                     tracing::error!("unknown component {id}");
                     return status(StatusCode::INTERNAL_SERVER_ERROR);
                 };
-                let started = std::time::Instant::now();
-                component.active.inc();
+                let active = Active::start(&component);
                 // With tracing on: the request's server span, parent of its outbound calls.
                 let span = trace::from_headers(
                     format!("{} {}", req.method(), m.based_route),
@@ -296,8 +324,7 @@ impl HttpRuntime {
                         status(StatusCode::INTERNAL_SERVER_ERROR)
                     }
                 };
-                component.active.dec();
-                component.duration.observe(started.elapsed().as_secs_f64());
+                drop(active);
                 if let Some(span) = &span {
                     span.set("http.response.status_code", i64::from(resp.status().as_u16()));
                     span.end(resp.status().is_server_error().then(|| resp.status().to_string()));
@@ -342,14 +369,37 @@ impl HttpRuntime {
         let req = Request::from_parts(parts, body);
         clock.lap(profile::Phase::Prepare);
 
-        // The instance made ahead while idle, else a new one now.
-        let warm = component.warm.lock().await.take();
+        // The instance made ahead while idle, else a new one now. One being made right now
+        // is waited for, briefly: a second one on the same core would cost more.
+        let mut warm = component.take_warm();
+        if warm.is_none() {
+            let made = component.warm_ready.notified();
+            tokio::pin!(made);
+            made.as_mut().enable();
+            if component.refilling.load(std::sync::atomic::Ordering::Acquire) {
+                let _ = tokio::time::timeout(Duration::from_millis(2), made).await;
+                warm = component.take_warm();
+            }
+        }
         let (mut store, proxy) = match warm {
             Some(w) => w,
             None => {
                 let store = self.new_store(&component);
                 clock.lap(profile::Phase::Store);
-                self.instantiate(&component, store).await?
+                match self.instantiate(&component, store).await {
+                    Ok(ready) => ready,
+                    // The pool may be full of other components' waiting instances: free
+                    // them and try once more.
+                    Err(e) => {
+                        let freed = self.components.values().filter_map(|c| c.take_warm()).count();
+                        if freed == 0 {
+                            return Err(e);
+                        }
+                        tracing::debug!(component = %component.id, freed, "instantiation failed; retrying after freeing the instances made ahead: {e:#}");
+                        let store = self.new_store(&component);
+                        self.instantiate(&component, store).await?
+                    }
+                }
             }
         };
         store.data_mut().hooks.trace = trace;
@@ -445,18 +495,23 @@ impl HttpRuntime {
         tokio::spawn(async move {
             // Let the response that triggered this go out first.
             tokio::task::yield_now().await;
-            let mut slot = c.warm.lock().await;
-            if slot.is_none() {
+            if c.warm.lock().is_ok_and(|w| w.is_none()) {
                 let store = me.new_store(&c);
-                match me.instantiate(&c, store).await {
-                    Ok(ready) => *slot = Some(ready),
-                    Err(e) => {
+                // Bounded, so a stuck start function cannot hold the refill forever.
+                match tokio::time::timeout(Duration::from_secs(30), me.instantiate(&c, store)).await {
+                    Ok(Ok(ready)) => {
+                        if let Ok(mut w) = c.warm.lock() {
+                            *w = Some(ready);
+                        }
+                    }
+                    Ok(Err(e)) => {
                         tracing::debug!(component = %c.id, "making an instance ahead failed (the next request makes its own): {e:#}")
                     }
+                    Err(_) => tracing::warn!(component = %c.id, "making an instance ahead took over 30 s; abandoned"),
                 }
             }
-            drop(slot);
             c.refilling.store(false, Ordering::Release);
+            c.warm_ready.notify_waiters();
         });
     }
 
