@@ -292,6 +292,7 @@ impl BulkDelivery {
         // Shared by the attempts: the entries still to deliver, and every entry's result.
         let pending = std::sync::Mutex::new(idx.to_vec());
         let results = std::sync::Mutex::new(results);
+        let dropped: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
         let run = self
             .policy
             .run(|_| async {
@@ -306,12 +307,13 @@ impl BulkDelivery {
                 for (i, outcome) in now_pending.iter().copied().zip(outcomes) {
                     let result = match outcome {
                         EntryOutcome::Success => None,
+                        // Dead-lettered after the run, outside any per-attempt timeout.
                         EntryOutcome::Drop => {
                             tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, path, "the app asked to drop a bulk entry");
-                            match self.dead_letter(msgs, &[i]).await {
-                                Some(Err(e)) => Some(e),
-                                _ => None,
+                            if let Ok(mut d) = dropped.lock() {
+                                d.push(i);
                             }
+                            None
                         }
                         EntryOutcome::Retry(why) => {
                             last_err.clone_from(&why);
@@ -334,6 +336,14 @@ impl BulkDelivery {
                 Err(Failure::Other(last_err))
             })
             .await;
+        let dropped = dropped.into_inner().unwrap_or_default();
+        if let Some(Err(e)) = self.dead_letter(msgs, &dropped).await
+            && let Ok(mut r) = results.lock()
+        {
+            for i in &dropped {
+                r[*i] = Some(e.clone());
+            }
+        }
         run.map_err(|e| {
             let why = e.to_string();
             tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, path, "bulk delivery failed: {why}");
