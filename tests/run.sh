@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: prepares what the tests need on this machine (the wasm
-# target, a Redis server, Node.js for the Dapr JS SDK interop test, the tansu Kafka
-# broker), starting or installing only what is missing, then runs every test.
+# target, a Redis server, the openssl CLI, Node.js for the Dapr JS SDK interop test, the
+# tansu Kafka broker), starting or installing only what is missing, then runs every test.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,9 @@ if ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); th
   for _ in $(seq 1 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping
+
+echo "== openssl (the Redis TLS test makes its certificate with it)"
+have openssl || apt_install openssl
 
 echo "== node (the Dapr JS SDK interop test)"
 have node && have npm || apt_install nodejs npm
