@@ -28,8 +28,9 @@ if ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); th
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping
 
-echo "== openssl (the Redis TLS test makes its certificate with it)"
+echo "== openssl (librdkafka links it; the Redis TLS test makes its certificate with it)"
 have openssl || apt_install openssl
+(have pkg-config && pkg-config --exists openssl) || apt_install pkg-config libssl-dev
 
 echo "== node (the Dapr JS SDK interop test)"
 have node && have npm || apt_install nodejs npm
