@@ -130,16 +130,16 @@ impl Sidecar {
         // With tracing on: a server span per call; its context is the caller's trace from
         // here on (a published event carries it), as daprd's tracing middleware does.
         let mut req = req;
-        let span = spindapr_metrics::trace::from_headers(
-            format!("{method} {}", span_path(req.uri().path())),
-            spindapr_metrics::trace::Kind::Server,
-            req.headers(),
-            vec![
-                spindapr_metrics::trace::kv("http.request.method", method.to_string()),
-                spindapr_metrics::trace::kv("url.path", path.clone()),
-                spindapr_metrics::trace::kv("dapr.app_id", self.cfg.app_id.clone()),
-            ],
-        );
+        let span = spindapr_metrics::trace::from_headers(spindapr_metrics::trace::Kind::Server, req.headers(), || {
+            (
+                format!("{method} {}", span_path(req.uri().path())),
+                vec![
+                    spindapr_metrics::trace::kv("http.request.method", method.to_string()),
+                    spindapr_metrics::trace::kv("url.path", path.clone()),
+                    spindapr_metrics::trace::kv("dapr.app_id", self.cfg.app_id.clone()),
+                ],
+            )
+        });
         if let Some(s) = &span {
             s.inject(req.headers_mut());
         }

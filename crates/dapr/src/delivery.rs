@@ -163,17 +163,17 @@ impl Delivery {
         let mut headers = delivery_headers(&event, &msg.metadata, &sub.pubsub);
         // With tracing on: a consumer span, child of the event's trace, is the app's parent.
         let tp = event.get("traceparent").or_else(|| event.get("traceid")).and_then(Value::as_str);
-        let span = spindapr_metrics::trace::from_traceparent(
-            format!("{} process", msg.topic),
-            spindapr_metrics::trace::Kind::Consumer,
-            tp.filter(|t| !t.is_empty()),
-            vec![
-                spindapr_metrics::trace::kv("messaging.system", "dapr"),
-                spindapr_metrics::trace::kv("messaging.destination.name", msg.topic.clone()),
-                spindapr_metrics::trace::kv("dapr.pubsub", sub.pubsub.clone()),
-                spindapr_metrics::trace::kv("url.path", path.clone()),
-            ],
-        );
+        let span = spindapr_metrics::trace::from_traceparent(spindapr_metrics::trace::Kind::Consumer, tp.filter(|t| !t.is_empty()), || {
+            (
+                format!("{} process", msg.topic),
+                vec![
+                    spindapr_metrics::trace::kv("messaging.system", "dapr"),
+                    spindapr_metrics::trace::kv("messaging.destination.name", msg.topic.clone()),
+                    spindapr_metrics::trace::kv("dapr.pubsub", sub.pubsub.clone()),
+                    spindapr_metrics::trace::kv("url.path", path.clone()),
+                ],
+            )
+        });
         if let Some(s) = &span {
             headers.retain(|(k, _)| k != "traceparent" && k != "tracestate");
             let mut h = http::HeaderMap::new();

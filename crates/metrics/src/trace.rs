@@ -125,6 +125,8 @@ impl From<Kind> for SpanKind {
     }
 }
 
+/// Starts a span; `from_*` take the name and attributes as a closure, called only when
+/// spans are made, so with tracing off none of the caller's formatting is done.
 fn start(name: String, kind: Kind, parent: &Context, attrs: Vec<KeyValue>) -> Option<SpanCx> {
     let t = TRACING.get()?;
     let span = t.tracer.span_builder(name).with_kind(kind.into()).with_attributes(attrs).start_with_context(&t.tracer, parent);
@@ -132,20 +134,21 @@ fn start(name: String, kind: Kind, parent: &Context, attrs: Vec<KeyValue>) -> Op
 }
 
 /// A span whose parent is the W3C context in `headers` (a new trace without one).
-pub fn from_headers(name: impl Into<String>, kind: Kind, headers: &http::HeaderMap, attrs: Vec<KeyValue>) -> Option<SpanCx> {
+pub fn from_headers(kind: Kind, headers: &http::HeaderMap, describe: impl FnOnce() -> (String, Vec<KeyValue>)) -> Option<SpanCx> {
     TRACING.get()?;
     let parent = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
-    start(name.into(), kind, &parent, attrs)
+    let (name, attrs) = describe();
+    start(name, kind, &parent, attrs)
 }
 
 /// A span whose parent is a `traceparent` value (e.g. a CloudEvent's).
-pub fn from_traceparent(name: impl Into<String>, kind: Kind, traceparent: Option<&str>, attrs: Vec<KeyValue>) -> Option<SpanCx> {
+pub fn from_traceparent(kind: Kind, traceparent: Option<&str>, describe: impl FnOnce() -> (String, Vec<KeyValue>)) -> Option<SpanCx> {
     TRACING.get()?;
     let mut h = http::HeaderMap::new();
     if let Some(v) = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok()) {
         h.insert("traceparent", v);
     }
-    from_headers(name, kind, &h, attrs)
+    from_headers(kind, &h, describe)
 }
 
 impl SpanCx {

@@ -306,16 +306,16 @@ impl HttpRuntime {
                 };
                 let active = Active::start(&component);
                 // With tracing on: the request's server span, parent of its outbound calls.
-                let span = trace::from_headers(
-                    format!("{} {}", req.method(), m.based_route),
-                    trace::Kind::Server,
-                    req.headers(),
-                    vec![
-                        trace::kv("http.request.method", req.method().to_string()),
-                        trace::kv("http.route", m.based_route.clone()),
-                        trace::kv("spin.component", component.id.to_string()),
-                    ],
-                )
+                let span = trace::from_headers(trace::Kind::Server, req.headers(), || {
+                    (
+                        format!("{} {}", req.method(), m.based_route),
+                        vec![
+                            trace::kv("http.request.method", req.method().to_string()),
+                            trace::kv("http.route", m.based_route.clone()),
+                            trace::kv("spin.component", component.id.to_string()),
+                        ],
+                    )
+                })
                 .map(Arc::new);
                 let resp = match self.execute(component.clone(), req, &m, client_addr, span.clone(), &mut clock).await {
                     Ok(resp) => resp,
