@@ -12,6 +12,33 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+/// Headers never forwarded to or from the app (Go's hop-by-hop list).
+pub(crate) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// daprd's InternalMetadataToHTTPHeader for one lower-cased key, shared by deliveries
+/// and invocations: hop-by-hop, `*-bin` and `destination-app-id` are not sent, `grpc-*`
+/// goes as `dapr-grpc-*`.
+pub(crate) fn forwarded_header_name(lower: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if HOP_BY_HOP.contains(&lower) || lower.ends_with("-bin") || lower == "destination-app-id" {
+        return None;
+    }
+    Some(match lower.strip_prefix("grpc-") {
+        Some(rest) => std::borrow::Cow::Owned(format!("dapr-grpc-{rest}")),
+        None => std::borrow::Cow::Borrowed(lower),
+    })
+}
+
 /// Why a call to the app got no answer.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -276,28 +276,10 @@ pub(crate) const ZERO_TRACEPARENT: &str = "00-00000000000000000000000000000000-0
 /// metadata as headers but for trace, content and hop-by-hop keys (`grpc-*` renamed
 /// `dapr-grpc-*`); `pubsubName` last.
 pub(crate) fn delivery_headers(event: &Value, metadata: &BTreeMap<String, String>, pubsub: &str) -> Vec<(String, String)> {
-    const DROPPED: &[&str] = &[
-        "traceparent",
-        "tracestate",
-        "content-type",
-        "content-length",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "http2-settings",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "destination-app-id",
-        "pubsubname",
-        // The channel's own: metadata must not forge or duplicate them.
-        "host",
-        "dapr-api-token",
-        "dapr-app-id",
-    ];
+    // Beyond what no forwarded header carries: the trace (sent from the event), the
+    // body's own headers, and the channel's own, which metadata must not forge.
+    const DROPPED: &[&str] =
+        &["traceparent", "tracestate", "content-type", "content-length", "pubsubname", "host", "dapr-api-token", "dapr-app-id"];
     let mut headers = Vec::new();
     let trace = match event.get("traceparent").filter(|v| !v.is_null()) {
         Some(v) => Some(v),
@@ -308,14 +290,12 @@ pub(crate) fn delivery_headers(event: &Value, metadata: &BTreeMap<String, String
     }
     for (k, v) in metadata {
         let lower = k.to_ascii_lowercase();
-        if DROPPED.contains(&lower.as_str()) || lower.ends_with("-bin") {
+        if DROPPED.contains(&lower.as_str()) {
             continue;
         }
-        let name = match lower.strip_prefix("grpc-") {
-            Some(rest) => format!("dapr-grpc-{rest}"),
-            None => k.clone(),
-        };
-        headers.push((name, v.clone()));
+        if let Some(name) = crate::app_channel::forwarded_header_name(&lower) {
+            headers.push((name.into_owned(), v.clone()));
+        }
     }
     headers.push(("pubsubname".to_string(), pubsub.to_string()));
     headers

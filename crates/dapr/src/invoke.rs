@@ -13,24 +13,11 @@ use http::{HeaderMap, Method, Response};
 use http_body_util::Full;
 
 use crate::Sidecar;
+use crate::app_channel::{HOP_BY_HOP, forwarded_header_name};
 use crate::errors::ApiError;
 use crate::resiliency::Failure;
 
 type Resp = Response<Full<Bytes>>;
-
-/// Headers never forwarded either way (Go's hop-by-hop list).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
 
 /// Where an invocation goes: the app id as written and the method (path) on it.
 #[derive(Debug, PartialEq, Eq)]
@@ -156,20 +143,21 @@ fn forwarded_headers(headers: &HeaderMap, api_token_on: bool) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (k, v) in headers {
         let name = k.as_str();
-        if HOP_BY_HOP.contains(&name)
-            || named_in_connection.iter().any(|n| n == name)
-            || name.ends_with("-bin")
-            || matches!(name, "dapr-app-id" | "destination-app-id" | "host" | "content-length")
+        if named_in_connection.iter().any(|n| n == name)
+            || matches!(name, "dapr-app-id" | "host" | "content-length")
             || (api_token_on && name == "dapr-api-token")
         {
             continue;
         }
-        match name.strip_prefix("grpc-").and_then(|rest| http::HeaderName::from_bytes(format!("dapr-grpc-{rest}").as_bytes()).ok()) {
-            Some(renamed) => {
-                out.append(renamed, v.clone());
-            }
-            None => {
+        match forwarded_header_name(name) {
+            None => {}
+            Some(std::borrow::Cow::Borrowed(_)) => {
                 out.append(k.clone(), v.clone());
+            }
+            Some(std::borrow::Cow::Owned(renamed)) => {
+                if let Ok(renamed) = http::HeaderName::from_bytes(renamed.as_bytes()) {
+                    out.append(renamed, v.clone());
+                }
             }
         }
     }
