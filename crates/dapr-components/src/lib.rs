@@ -93,6 +93,20 @@ pub struct DurationError {
     pub why: String,
 }
 
+/// Go's strconv.ParseBool, which daprd and contrib use for many boolean settings.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// dapr/kit's `IsTruthy`: y, yes, true, t, on, 1 (any case, trimmed); anything else false.
+pub fn is_truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")
+}
+
 /// Go duration strings: "5s", "500ms", "1m30s", "1h".
 pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
     humantime::parse_duration(s.trim()).map_err(|e| DurationError { value: s.to_string(), why: e.to_string() })

@@ -37,9 +37,9 @@ pub struct RedisSettings {
 fn parse_bool(c: &Component, key: &str) -> anyhow::Result<bool> {
     match c.meta(key).map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(false),
-        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
-        Some(v) => bail!("{}: component {}: redis client configuration error: {key}: invalid bool {v:?}", c.file.display(), c.name),
+        Some(v) => crate::parse_go_bool(v).with_context(|| {
+            format!("{}: component {}: redis client configuration error: {key}: invalid bool {v:?}", c.file.display(), c.name)
+        }),
     }
 }
 

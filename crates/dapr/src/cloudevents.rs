@@ -147,14 +147,7 @@ pub fn envelope(input: &PublishInput, body: &[u8], now: chrono::DateTime<chrono:
     Ok(ce)
 }
 
-/// Go's strconv.ParseBool, which daprd uses for boolean metadata.
-pub(crate) fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
+pub(crate) use spindapr_dapr_components::parse_go_bool;
 
 /// Whether an envelope's `expiration` has passed.
 pub fn is_expired(ce: &Value, now: chrono::DateTime<chrono::Utc>) -> bool {

@@ -346,7 +346,7 @@ fn outbox_of(
         publish_pubsub,
         publish_topic,
         outbox_pubsub,
-        discard_when_missing: c.meta("outboxDiscardWhenMissingState").is_some_and(is_truthy),
+        discard_when_missing: c.meta("outboxDiscardWhenMissingState").is_some_and(spindapr_dapr_components::is_truthy),
     };
     let local = internal_c.type_ == "pubsub.in-memory";
     Ok(Some(outbox::Outbox::new(settings, app_id, store.clone(), publish, internal, local)))
@@ -373,11 +373,6 @@ pub(crate) fn merge_subscriptions(declarative: &[Subscription], programmatic: Ve
         }
     }
     subs
-}
-
-/// dapr/kit's `IsTruthy`: y, yes, true, t, on, 1 (any case).
-fn is_truthy(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")
 }
 
 /// The app's `GET /dapr/subscribe` answer, v1 (`route`) or v2 (`routes`).

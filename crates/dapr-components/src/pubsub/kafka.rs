@@ -163,8 +163,7 @@ fn metadata_of(m: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, St
 /// replaces the trust store; `skipVerify` checks neither chain nor host.
 fn security(c: &Component) -> Result<Vec<(&'static str, String)>, String> {
     let meta = |k: &str| c.meta(k).filter(|v| !v.is_empty());
-    let truthy =
-        |k: &str| meta(k).is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1"));
+    let truthy = |k: &str| meta(k).is_some_and(crate::is_truthy);
     let pem = |k: &str, what: &str, err: &str| -> Result<Option<String>, String> {
         match meta(k) {
             Some(v) if !v.contains(&format!("-----BEGIN {what}")) => Err(err.to_string()),
@@ -279,8 +278,7 @@ impl BackOff {
             Some(other) => bail!("component {}: invalid PolicyType {other:?}: unexpected back off policy type: {other}", c.name),
         };
         Ok(Self {
-            enabled: meta("consumeRetryEnabled")
-                .is_none_or(|v| matches!(v.to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "t" | "on" | "1")),
+            enabled: meta("consumeRetryEnabled").is_none_or(crate::is_truthy),
             exponential,
             duration: dur("backOffDuration", Duration::from_secs(5))?,
             initial: dur("backOffInitialInterval", Duration::from_millis(500))?,
