@@ -302,8 +302,9 @@ impl BackOff {
         let base = (self.initial.as_secs_f64() * self.multiplier.powi(n.min(1000) as i32)).min(self.max_interval.as_secs_f64());
         let jitter =
             1.0 - self.randomization + 2.0 * self.randomization * (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
-        let wait = Duration::from_secs_f64((base * jitter).max(0.0));
-        (self.max_elapsed.is_zero() || elapsed + wait <= self.max_elapsed).then_some(wait)
+        // The factors come from YAML: a wait too large for a Duration is the longest one.
+        let wait = Duration::try_from_secs_f64((base * jitter).max(0.0)).unwrap_or(Duration::MAX);
+        (self.max_elapsed.is_zero() || elapsed.checked_add(wait).is_some_and(|t| t <= self.max_elapsed)).then_some(wait)
     }
 }
 
@@ -461,6 +462,15 @@ mod tests {
         // consumeRetryEnabled false: a single attempt.
         assert_eq!(backoff(&[("consumeRetryEnabled", "false")]).unwrap().next(0, Duration::ZERO), None);
         assert!(backoff(&[("backOffPolicy", "linear")]).is_err());
+        // Hostile factors neither panic nor overflow.
+        let b =
+            backoff(&[("backOffPolicy", "exponential"), ("backOffRandomizationFactor", "1e300"), ("backOffMaxElapsedTime", "0")]).unwrap();
+        for n in 0..50 {
+            let _ = b.next(n, Duration::from_secs(1));
+        }
+        let b =
+            backoff(&[("backOffPolicy", "exponential"), ("backOffMultiplier", "NaN"), ("backOffRandomizationFactor", "-1e300")]).unwrap();
+        let _ = b.next(3, Duration::ZERO);
     }
 
     fn sec(pairs: &[(&str, &str)]) -> Result<BTreeMap<&'static str, String>, String> {
