@@ -417,20 +417,8 @@ fn redis_over_tls() {
 
     // Verified TLS against a self-signed certificate: the component cannot start.
     let res = app_dir(&[("pubsub.yaml", &pubsub_yaml(0, port, &tls("false")))]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr"))
-        .args([
-            "sidecar",
-            "--app-id",
-            "x",
-            "--resources-path",
-            &res.path().display().to_string(),
-            "--dapr-http-port",
-            &free_port().to_string(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-    assert!(!out.status.success() && err.contains("certificate"), "an untrusted certificate must not be accepted:\n{err}");
+    let err = sidecar_start_error(res.path()).to_lowercase();
+    assert!(err.contains("certificate"), "an untrusted certificate must not be accepted:\n{err}");
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -982,20 +982,8 @@ fn state_ttl_expire_time_transaction_metadata_and_key_prefix() {
     drop(host);
 
     let bad = resources(&[("p.yaml", &store("bad", Some("a||b")))]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spindapr"))
-        .args([
-            "sidecar",
-            "--app-id",
-            "x",
-            "--resources-path",
-            &bad.path().display().to_string(),
-            "--dapr-http-port",
-            &free_port().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("can't contain '||'"), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = sidecar_start_error(bad.path());
+    assert!(err.contains("can't contain '||'"), "{err}");
 }
 
 /// Observability (#13): daprd's Prometheus metrics on `--metrics-port` (names and labels

@@ -488,6 +488,19 @@ pub fn sidecar_for(app_id: &str, app_port: u16, res: &Path, dapr_port: Option<u1
     host
 }
 
+/// Runs `spindapr sidecar` with the resources in `res` and expects it to refuse to start;
+/// returns its stderr.
+pub fn sidecar_start_error(res: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_spindapr"))
+        .args(["sidecar", "--app-id", "x", "--enable-metrics=false", "--dapr-http-port", &free_port().to_string()])
+        .arg("--resources-path")
+        .arg(res)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the sidecar started:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Waits until the sidecar (standalone, or embedded in `up`) answers 204 on /v1.0/healthz.
 pub fn wait_healthy(host: &Host, wait: Duration) {
     let start = Instant::now();
