@@ -208,6 +208,9 @@ pub(crate) fn breaker_spec(c: &CircuitBreakerSpec) -> Result<BreakerSpec, String
         .map_err(|e| format!("trip: {e}"))
 }
 
+/// Resolved component policies: by direction, then by component name.
+type Resolved = std::collections::HashMap<(Kind, Dir), std::collections::HashMap<String, Arc<Policy>>>;
+
 /// Every loaded policy, merged, and the breakers made from them.
 #[derive(Default)]
 pub struct Resiliency {
@@ -222,7 +225,7 @@ pub struct Resiliency {
     app_breakers: Breakers,
     /// Each component's resolved policies, made on first use (every publish and state
     /// call asks).
-    resolved: std::sync::RwLock<std::collections::HashMap<(String, Kind, Dir), Arc<Policy>>>,
+    resolved: std::sync::RwLock<Resolved>,
 }
 
 impl Resiliency {
@@ -252,13 +255,13 @@ impl Resiliency {
 
     /// The policy for calls between the sidecar and component `name` in direction `dir`.
     pub fn component(&self, name: &str, kind: Kind, dir: Dir) -> Arc<Policy> {
-        let key = (name.to_string(), kind, dir);
-        if let Some(p) = self.resolved.read().ok().and_then(|m| m.get(&key).cloned()) {
+        // Looked up by the borrowed name: no allocation on the publish and state paths.
+        if let Some(p) = self.resolved.read().ok().and_then(|m| m.get(&(kind, dir)).and_then(|n| n.get(name)).cloned()) {
             return p;
         }
         let p = Arc::new(self.resolve_component(name, kind, dir));
         if let Ok(mut m) = self.resolved.write() {
-            m.insert(key, p.clone());
+            m.entry((kind, dir)).or_default().insert(name.to_string(), p.clone());
         }
         p
     }
