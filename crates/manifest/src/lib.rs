@@ -129,6 +129,10 @@ pub struct ComponentDef {
     pub environment: IndexMap<String, String>,
     /// The component's `allowed_outbound_hosts`, templates not yet rendered.
     pub allowed_outbound_hosts: Vec<String>,
+    /// The component's `key_value_stores`: the store labels it may open.
+    pub key_value_stores: Vec<String>,
+    /// The component's `sqlite_databases`: the database labels it may open.
+    pub sqlite_databases: Vec<String>,
     /// The component's `build` table, if any.
     pub build: Option<BuildConfig>,
 }
@@ -390,12 +394,6 @@ fn component_def(
     if !c.files.is_empty() {
         return unsupported("files", "mounting files");
     }
-    if !c.key_value_stores.is_empty() {
-        return unsupported("key_value_stores", "Spin key-value stores");
-    }
-    if !c.sqlite_databases.is_empty() {
-        return unsupported("sqlite_databases", "Spin SQLite databases");
-    }
     if !c.ai_models.is_empty() {
         return unsupported("ai_models", "Spin AI models");
     }
@@ -456,6 +454,8 @@ fn component_def(
         variables: c.variables.clone(),
         environment: c.environment.clone(),
         allowed_outbound_hosts: c.allowed_outbound_hosts.clone(),
+        key_value_stores: c.key_value_stores.clone(),
+        sqlite_databases: c.sqlite_databases.clone(),
         build: c.build.clone(),
     })
 }

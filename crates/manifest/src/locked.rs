@@ -131,6 +131,12 @@ pub struct LockedComponentMetadata {
     /// `allowed_outbound_hosts`, templates unresolved.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// `key_value_stores`: the store labels the component may open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_value_stores: Vec<String>,
+    /// `sqlite_databases`, under Spin's lock key `databases`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
 }
 
 /// A component's source.
@@ -226,6 +232,8 @@ impl LockedApp {
                 metadata: LockedComponentMetadata {
                     description: c.description.clone(),
                     allowed_outbound_hosts: c.allowed_outbound_hosts.clone(),
+                    key_value_stores: c.key_value_stores.clone(),
+                    databases: c.sqlite_databases.clone(),
                 },
                 source: LockedSource { content_type: "application/wasm".into(), content: LockedContent { digest: digest.clone() } },
                 env: c.environment.clone(),
@@ -275,6 +283,8 @@ impl LockedApp {
                     variables: c.config,
                     environment: c.env,
                     allowed_outbound_hosts: c.metadata.allowed_outbound_hosts,
+                    key_value_stores: c.metadata.key_value_stores,
+                    sqlite_databases: c.metadata.databases,
                     build: None,
                 },
             );

@@ -179,10 +179,10 @@ pub struct Component {
     /// `allowed_outbound_hosts`: the destinations the component may connect to, as `scheme://host[:port]`.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
-    /// `key_value_stores`: the key-value store labels the component may use; refused by this host.
+    /// `key_value_stores`: the key-value store labels the component may use.
     #[serde(default)]
     pub key_value_stores: Vec<String>,
-    /// `sqlite_databases`: the SQLite database labels the component may use; refused by this host.
+    /// `sqlite_databases`: the SQLite database labels the component may use.
     #[serde(default)]
     pub sqlite_databases: Vec<String>,
     /// `ai_models`: the AI models the component may use; refused by this host.
