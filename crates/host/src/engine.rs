@@ -2,8 +2,9 @@
 //! ticking every 10 ms, the pooling allocator sized for 1000 instances with Spin's limits
 //! and Spin's `SPIN_MAX_INSTANCE_COUNT` / `SPIN_WASMTIME_*` overrides (falling back to
 //! on-demand allocation where the address space cannot be reserved, or with
-//! `SPIN_WASMTIME_POOLING=0`) — and the on-disk cache of compiled components, so a
-//! second start does not recompile.
+//! `SPIN_WASMTIME_POOLING=0`) — the componentizing of core modules (a `wasm32-wasip1`
+//! build, which Spin turns into a component with the WASI preview 1 adapter), and the
+//! on-disk cache of compiled components, so a second start does neither again.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -163,11 +164,36 @@ pub fn load_component(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) ->
 
 fn compile(engine: &Engine, bytes: &[u8], wasm: &Path) -> anyhow::Result<Component> {
     let start = std::time::Instant::now();
-    let c = Component::from_binary(engine, bytes)
+    let bytes =
+        componentize_if_module(bytes).with_context(|| format!("{} is a core module that cannot be made a component", wasm.display()))?;
+    let c = Component::from_binary(engine, &bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{} is not a valid WebAssembly component", wasm.display()))?;
     tracing::info!(path = %wasm.display(), elapsed_ms = start.elapsed().as_millis() as u64, "component compiled");
     Ok(c)
+}
+
+/// A core module (the binary's layer field is 0; a component's is 1) made a component as
+/// Spin does for modules built by wit-bindgen 0.5 and later, such as spin-sdk's for
+/// `wasm32-wasip1`: its preview 1 imports are adapted onto WASI 0.2 by the reactor adapter.
+/// Anything else is handed back as it is.
+pub fn componentize_if_module(bytes: &[u8]) -> anyhow::Result<std::borrow::Cow<'_, [u8]>> {
+    const CORE_MODULE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+    if !bytes.starts_with(&CORE_MODULE) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    use wasi_preview1_component_adapter_provider::{WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER};
+    let start = std::time::Instant::now();
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(bytes)
+        .context("reading the module's component-type sections (was it built with spin-sdk 2 or later?)")?
+        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)
+        .context("adding the WASI preview 1 adapter")?
+        .encode()
+        .context("encoding the component")?;
+    tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "core module componentized");
+    Ok(std::borrow::Cow::Owned(component))
 }
 
 fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! Spin's `runtime-config.toml` as far as this host honours it: variables providers
-//! (`env`, `static`), `state_dir`, `log_dir`, `max_instance_memory` and
-//! `[outbound_http]`. Unknown keys are rejected with the file, key and line.
+//! (`env`, `static`), `state_dir`, `log_dir`, `max_instance_memory`, `[outbound_http]`,
+//! `[key_value_store.<label>]` (`spin`, `redis`) and `[sqlite_database.<label>]`
+//! (`spin`). Unknown keys and types are rejected with the file, key and line.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,12 @@ pub struct RuntimeConfig {
     /// `[outbound_http]`: settings for the components' outbound HTTP requests.
     #[serde(default)]
     pub outbound_http: Option<OutboundHttp>,
+    /// `[key_value_store.<label>]`: the app's key-value stores, by label.
+    #[serde(default)]
+    pub key_value_store: indexmap::IndexMap<String, crate::key_value::StoreConfig>,
+    /// `[sqlite_database.<label>]`: the app's SQLite databases, by label.
+    #[serde(default)]
+    pub sqlite_database: indexmap::IndexMap<String, crate::sqlite::DatabaseConfig>,
 }
 
 /// One `[[variables_provider]]` entry, chosen by its `type` key.
@@ -127,5 +134,24 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = RuntimeConfig::parse(p, "[[variables_provider]]\ntype = \"vault\"\n").unwrap_err();
         assert!(e.to_string().contains("vault"), "{e}");
+    }
+
+    #[test]
+    fn parses_key_value_stores_and_sqlite_databases() {
+        use crate::key_value::StoreConfig;
+        use crate::sqlite::DatabaseConfig;
+        let p = Path::new("rc.toml");
+        let rc = RuntimeConfig::parse(
+            p,
+            "[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\n[key_value_store.default]\ntype = \"spin\"\npath = \"kv.db\"\n\n[sqlite_database.orders]\ntype = \"spin\"\n",
+        )
+        .unwrap();
+        assert_eq!(rc.key_value_store["cache"], StoreConfig::Redis { url: "redis://127.0.0.1:6379".into() });
+        assert_eq!(rc.key_value_store["default"], StoreConfig::Spin { path: Some("kv.db".into()) });
+        assert_eq!(rc.sqlite_database["orders"], DatabaseConfig::Spin { path: None });
+        let e = RuntimeConfig::parse(p, "[key_value_store.x]\ntype = \"azure_cosmos\"\n").unwrap_err();
+        assert!(e.to_string().contains("azure_cosmos") && e.line() == Some(2), "{e}");
+        let e = RuntimeConfig::parse(p, "[sqlite_database.x]\ntype = \"spin\"\npath = \"a\"\nurl = \"b\"\n").unwrap_err();
+        assert!(e.to_string().contains("url"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 
 mod headers;
 mod state;
+mod unoffered;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,6 +60,36 @@ pub struct RuntimeOptions {
     pub log_dir: Option<PathBuf>,
     /// Empty those files at start instead of appending (`--truncate-logs`).
     pub truncate_logs: bool,
+    /// Whose output also shows in the host log (`--follow`, `--quiet`).
+    pub follow: FollowComponents,
+    /// The app's key-value stores (`default` and the runtime config's).
+    pub key_value: Arc<crate::key_value::KeyValueStores>,
+    /// The app's SQLite databases (`default` and the runtime config's).
+    pub sqlite: Arc<crate::sqlite::SqliteDatabases>,
+}
+
+/// Which components' output shows in the host log, as Spin's `--follow` / `--quiet`
+/// choose what reaches its terminal (the log files get every line regardless).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FollowComponents {
+    /// Every component's (no `--follow`).
+    #[default]
+    All,
+    /// None (`--quiet`).
+    None,
+    /// These components' (`--follow ID`, repeatable).
+    Named(std::collections::HashSet<String>),
+}
+
+impl FollowComponents {
+    /// Whether `id`'s output is shown.
+    pub fn follows(&self, id: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Named(ids) => ids.contains(id),
+        }
+    }
 }
 
 impl Default for RuntimeOptions {
@@ -73,6 +104,9 @@ impl Default for RuntimeOptions {
             outbound: OutboundConfig::default(),
             log_dir: None,
             truncate_logs: false,
+            follow: FollowComponents::All,
+            key_value: Arc::new(crate::key_value::KeyValueStores::in_memory()),
+            sqlite: Arc::new(crate::sqlite::SqliteDatabases::default()),
         }
     }
 }
@@ -98,6 +132,11 @@ struct LoadedComponent {
     refilling: std::sync::atomic::AtomicBool,
     /// Spin's `<id>_stdout.txt` and `<id>_stderr.txt`, when logging to files.
     log_files: (Option<state::LogFile>, Option<state::LogFile>),
+    /// Whether its output shows in the host log.
+    follow: bool,
+    /// Its `key_value_stores` and `sqlite_databases` labels.
+    kv_allowed: Arc<std::collections::HashSet<String>>,
+    sql_allowed: Arc<std::collections::HashSet<String>>,
 }
 
 impl LoadedComponent {
@@ -170,6 +209,8 @@ impl HttpRuntime {
         }
 
         let ids: Vec<String> = app.components.keys().cloned().collect();
+        check_labels(&app, &opts)?;
+        let mut stubbed = std::collections::HashSet::new();
         let mut components = HashMap::new();
         for (id, c) in &app.components {
             let variables = ComponentVariables::resolve(&app, id, resolver)
@@ -190,6 +231,11 @@ impl HttpRuntime {
             }
             let component =
                 engine::load_component(&engine, &c.source, opts.cache_dir.as_deref()).with_context(|| format!("component `{id}`"))?;
+            for name in unoffered::link_unoffered(&mut linker, &engine, &component, &mut stubbed)? {
+                tracing::warn!(
+                    "component `{id}` imports {name}, which this host does not offer: the app starts, and each of its calls returns an error"
+                );
+            }
             let pre = linker
                 .instantiate_pre(&component)
                 .map_err(anyhow::Error::from)
@@ -224,6 +270,9 @@ impl HttpRuntime {
                         ),
                         None => (None, None),
                     },
+                    follow: opts.follow.follows(id),
+                    kv_allowed: Arc::new(c.key_value_stores.iter().cloned().collect()),
+                    sql_allowed: Arc::new(c.sqlite_databases.iter().cloned().collect()),
                 }),
             );
         }
@@ -459,8 +508,8 @@ impl HttpRuntime {
             limits = limits.memory_size(max);
         }
         let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(component.id.clone(), "stdout", component.log_files.0.clone()))
-            .stderr(GuestLog::new(component.id.clone(), "stderr", component.log_files.1.clone()))
+            .stdout(GuestLog::new(component.id.clone(), "stdout", component.log_files.0.clone(), component.follow))
+            .stderr(GuestLog::new(component.id.clone(), "stderr", component.log_files.1.clone(), component.follow))
             .envs(&component.env)
             .build();
         let data = HostState {
@@ -470,6 +519,8 @@ impl HttpRuntime {
             hooks: OutboundHooks { runtime: self.clone(), component: component.clone(), trace: None, span: None },
             limits: limits.build(),
             variables: component.variables.clone(),
+            kv: crate::key_value::KvInstance::new(component.kv_allowed.clone(), self.opts.key_value.clone()),
+            sql: crate::sqlite::SqlInstance::new(component.sql_allowed.clone(), self.opts.sqlite.clone()),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limits);
@@ -580,6 +631,45 @@ impl HttpRuntime {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         resp
     }
+}
+
+/// Spin's start-up checks of the labels components list: each key-value store and SQLite
+/// database must be defined (`default` always is), and each `--follow` id must exist.
+fn check_labels(app: &App, opts: &RuntimeOptions) -> anyhow::Result<()> {
+    for (id, c) in &app.components {
+        for label in &c.key_value_stores {
+            anyhow::ensure!(
+                opts.key_value.is_defined(label),
+                "unknown key_value_stores label {label:?} for component {id:?}: define it as [key_value_store.{label}] in the runtime config (--runtime-config-file)"
+            );
+        }
+    }
+    let missing: Vec<String> = app
+        .components
+        .iter()
+        .flat_map(|(id, c)| {
+            c.sqlite_databases.iter().filter(|l| !opts.sqlite.is_defined(l)).map(move |l| format!("- Component {id} uses database '{l}'"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "One or more components use SQLite databases which are not defined.\nCheck the spelling, or pass a runtime configuration file that defines these databases ([sqlite_database.<label>]).\nDetails:\n{}",
+            missing.join("\n")
+        );
+    }
+    if let FollowComponents::Named(names) = &opts.follow {
+        let mut unknown: Vec<&String> = names.iter().filter(|n| !app.components.contains_key(*n)).collect();
+        if !unknown.is_empty() {
+            unknown.sort();
+            let list = |v: Vec<&String>| v.iter().map(|s| format!("    {s}")).collect::<Vec<_>>().join("\n");
+            anyhow::bail!(
+                "The following component(s) specified in --follow do not exist in the application:\n{}\nThe following components exist:\n{}",
+                list(unknown),
+                list(app.components.keys().collect())
+            );
+        }
+    }
+    Ok(())
 }
 
 fn deny(component: &str, scheme: &str, authority: &str) {

@@ -1,7 +1,8 @@
 //! What one request's wasmtime `Store` holds: the WASI and wasi:http contexts, the
-//! resource table, the memory limiter, the component's variables, and the outbound hook.
-//! Also binds `fermyon:spin/variables@2.0.0` (from `wit/`) and routes guest stdout and
-//! stderr into the host log, line by line, prefixed with the component id.
+//! resource table, the memory limiter, the component's variables, key-value stores and
+//! SQLite connections, and the outbound hook. Also binds the Spin interfaces of `wit/`
+//! (variables, key-value, SQLite 2 and 3) to them, and routes guest stdout and stderr into
+//! the host log, line by line, prefixed with the component id.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,9 +20,15 @@ use crate::variables::{ComponentVariables, GetError};
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "spindapr:host/http-component-imports",
+    imports: { default: async | trappable },
 });
 
-use fermyon::spin::variables;
+use fermyon::spin::{key_value, sqlite as sqlite2, variables};
+use spin::sqlite::sqlite as sqlite3;
+use wasmtime::component::Resource;
+
+use crate::key_value::{KvError, KvInstance};
+use crate::sqlite::{QueryResult, SqlError, SqlInstance, SqlValue};
 
 pub struct HostState {
     pub wasi: WasiCtx,
@@ -30,6 +37,8 @@ pub struct HostState {
     pub hooks: OutboundHooks,
     pub limits: StoreLimits,
     pub variables: Arc<ComponentVariables>,
+    pub kv: KvInstance,
+    pub sql: SqlInstance,
 }
 
 impl WasiView for HostState {
@@ -45,19 +54,184 @@ impl WasiHttpView for HostState {
 }
 
 impl variables::Host for HostState {
-    fn get(&mut self, name: String) -> Result<String, variables::Error> {
-        self.variables.get(&name).map_err(|e| match e {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+        Ok(self.variables.get(&name).map_err(|e| match e {
             GetError::InvalidName(m) => variables::Error::InvalidName(m),
             GetError::Undefined(m) => variables::Error::Undefined(m),
-        })
+        }))
+    }
+}
+
+impl From<KvError> for key_value::Error {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::StoreTableFull => Self::StoreTableFull,
+            KvError::NoSuchStore => Self::NoSuchStore,
+            KvError::AccessDenied => Self::AccessDenied,
+            KvError::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+impl key_value::Host for HostState {}
+
+impl key_value::HostStore for HostState {
+    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<key_value::Store>, key_value::Error>> {
+        Ok(self.kv.open(&label).await.map(Resource::new_own).map_err(Into::into))
+    }
+
+    async fn get(&mut self, store: Resource<key_value::Store>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
+        Ok(self.kv.get(store.rep(), &key).await.map_err(wasmtime::Error::from_anyhow)?.map_err(Into::into))
+    }
+
+    async fn set(
+        &mut self,
+        store: Resource<key_value::Store>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), key_value::Error>> {
+        Ok(self.kv.set(store.rep(), &key, &value).await.map_err(wasmtime::Error::from_anyhow)?.map_err(Into::into))
+    }
+
+    async fn delete(&mut self, store: Resource<key_value::Store>, key: String) -> wasmtime::Result<Result<(), key_value::Error>> {
+        Ok(self.kv.delete(store.rep(), &key).await.map_err(wasmtime::Error::from_anyhow)?.map_err(Into::into))
+    }
+
+    async fn exists(&mut self, store: Resource<key_value::Store>, key: String) -> wasmtime::Result<Result<bool, key_value::Error>> {
+        Ok(self.kv.exists(store.rep(), &key).await.map_err(wasmtime::Error::from_anyhow)?.map_err(Into::into))
+    }
+
+    async fn get_keys(&mut self, store: Resource<key_value::Store>) -> wasmtime::Result<Result<Vec<String>, key_value::Error>> {
+        Ok(self.kv.get_keys(store.rep()).await.map_err(wasmtime::Error::from_anyhow)?.map_err(Into::into))
+    }
+
+    async fn drop(&mut self, store: Resource<key_value::Store>) -> wasmtime::Result<()> {
+        self.kv.close(store.rep());
+        Ok(())
+    }
+}
+
+/// The conversions between the host's SQLite types and one version's bindings (2 and 3
+/// declare the same value, error and result types).
+macro_rules! sqlite_conversions {
+    ($m:ident) => {
+        impl From<$m::Value> for SqlValue {
+            fn from(v: $m::Value) -> Self {
+                match v {
+                    $m::Value::Integer(i) => Self::Integer(i),
+                    $m::Value::Real(r) => Self::Real(r),
+                    $m::Value::Text(t) => Self::Text(t),
+                    $m::Value::Blob(b) => Self::Blob(b),
+                    $m::Value::Null => Self::Null,
+                }
+            }
+        }
+
+        impl From<SqlValue> for $m::Value {
+            fn from(v: SqlValue) -> Self {
+                match v {
+                    SqlValue::Integer(i) => Self::Integer(i),
+                    SqlValue::Real(r) => Self::Real(r),
+                    SqlValue::Text(t) => Self::Text(t),
+                    SqlValue::Blob(b) => Self::Blob(b),
+                    SqlValue::Null => Self::Null,
+                }
+            }
+        }
+
+        impl From<SqlError> for $m::Error {
+            fn from(e: SqlError) -> Self {
+                match e {
+                    SqlError::NoSuchDatabase => Self::NoSuchDatabase,
+                    SqlError::AccessDenied => Self::AccessDenied,
+                    SqlError::InvalidConnection => Self::InvalidConnection,
+                    SqlError::Io(m) => Self::Io(m),
+                }
+            }
+        }
+
+        impl From<QueryResult> for $m::QueryResult {
+            fn from(r: QueryResult) -> Self {
+                Self {
+                    columns: r.columns,
+                    rows: r.rows.into_iter().map(|row| $m::RowResult { values: row.into_iter().map(Into::into).collect() }).collect(),
+                }
+            }
+        }
+
+        impl $m::Host for HostState {}
+    };
+}
+
+sqlite_conversions!(sqlite2);
+sqlite_conversions!(sqlite3);
+
+impl HostState {
+    async fn sql_execute(&mut self, rep: u32, statement: String, parameters: Vec<SqlValue>) -> Result<QueryResult, SqlError> {
+        self.sql.execute(rep, statement, parameters).await
+    }
+}
+
+impl sqlite2::HostConnection for HostState {
+    async fn open(&mut self, database: String) -> wasmtime::Result<Result<Resource<sqlite2::Connection>, sqlite2::Error>> {
+        Ok(self.sql.open(&database).await.map(Resource::new_own).map_err(Into::into))
+    }
+
+    async fn execute(
+        &mut self,
+        conn: Resource<sqlite2::Connection>,
+        statement: String,
+        parameters: Vec<sqlite2::Value>,
+    ) -> wasmtime::Result<Result<sqlite2::QueryResult, sqlite2::Error>> {
+        let params = parameters.into_iter().map(Into::into).collect();
+        Ok(self.sql_execute(conn.rep(), statement, params).await.map(Into::into).map_err(Into::into))
+    }
+
+    async fn drop(&mut self, conn: Resource<sqlite2::Connection>) -> wasmtime::Result<()> {
+        self.sql.close(conn.rep());
+        Ok(())
+    }
+}
+
+impl sqlite3::HostConnection for HostState {
+    async fn open(&mut self, database: String) -> wasmtime::Result<Result<Resource<sqlite3::Connection>, sqlite3::Error>> {
+        Ok(self.sql.open(&database).await.map(Resource::new_own).map_err(Into::into))
+    }
+
+    async fn execute(
+        &mut self,
+        conn: Resource<sqlite3::Connection>,
+        statement: String,
+        parameters: Vec<sqlite3::Value>,
+    ) -> wasmtime::Result<Result<sqlite3::QueryResult, sqlite3::Error>> {
+        let params = parameters.into_iter().map(Into::into).collect();
+        Ok(self.sql_execute(conn.rep(), statement, params).await.map(Into::into).map_err(Into::into))
+    }
+
+    async fn last_insert_rowid(&mut self, conn: Resource<sqlite3::Connection>) -> wasmtime::Result<i64> {
+        // The interface has no error case here; a closed handle is a trap.
+        self.sql.last_insert_rowid(conn.rep()).await.map_err(|e| wasmtime::Error::msg(e.to_string()))
+    }
+
+    async fn changes(&mut self, conn: Resource<sqlite3::Connection>) -> wasmtime::Result<u64> {
+        self.sql.changes(conn.rep()).await.map_err(|e| wasmtime::Error::msg(e.to_string()))
+    }
+
+    async fn drop(&mut self, conn: Resource<sqlite3::Connection>) -> wasmtime::Result<()> {
+        self.sql.close(conn.rep());
+        Ok(())
     }
 }
 
 /// Adds every interface the host offers to `linker`.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> anyhow::Result<()> {
+    use wasmtime::component::HasSelf;
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    variables::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |s| s)?;
+    variables::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    key_value::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    sqlite2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    sqlite3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -68,11 +242,13 @@ pub struct GuestLog {
     component: Arc<str>,
     stream: &'static str,
     file: Option<LogFile>,
+    /// Whether lines go to the host log too (`--follow` / `--quiet`).
+    follow: bool,
 }
 
 impl GuestLog {
-    pub fn new(component: Arc<str>, stream: &'static str, file: Option<LogFile>) -> Self {
-        Self { component, stream, file }
+    pub fn new(component: Arc<str>, stream: &'static str, file: Option<LogFile>, follow: bool) -> Self {
+        Self { component, stream, file, follow }
     }
 }
 
@@ -126,6 +302,9 @@ impl LineWriter {
     fn emit(&self, line: &[u8]) {
         if let Some(f) = &self.log.file {
             f.append(line);
+        }
+        if !self.log.follow {
+            return;
         }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
