@@ -8,3 +8,4 @@ mod in_process;
 pub mod package;
 pub mod sidecar;
 pub mod up;
+pub mod watch;

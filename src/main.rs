@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use spindapr::sidecar::{DaprArgs, SidecarArgs};
-use spindapr::{build, up};
+use spindapr::{build, up, watch};
 use spindapr_manifest as manifest;
 
 // The host allocates and frees per request (instances, headers, JSON); mimalloc spends
@@ -33,6 +33,7 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
     /// Serve an app: every HTTP trigger of the manifest, a fresh instance per request.
     Up(UpArgs),
@@ -40,6 +41,9 @@ enum Command {
     Build(BuildArgs),
     /// Run only the Dapr-compatible sidecar, like `daprd`, for an app served elsewhere.
     Sidecar(SidecarArgs),
+    /// Build and serve the app, rebuilding and restarting it when files change, like
+    /// `spin watch`.
+    Watch(WatchArgs),
     /// Write the app as an OCI image layout folder (Spin's media types); push it with any
     /// OCI tool, or run it with `up --from <folder>`.
     Package(PackageArgs),
@@ -110,14 +114,46 @@ struct UpArgs {
     /// `<id>_stderr.txt`), as Spin; default `<state dir>/logs`; an empty value writes none.
     #[arg(short = 'L', long = "log-dir")]
     log_dir: Option<String>,
-    /// Spin's state folder (default `.spin` next to spin.toml), home of `logs/`.
+    /// Spin's state folder (default `.spin` next to spin.toml): home of `logs/` and of the
+    /// default key-value store and SQLite database; an empty value keeps those in memory.
     #[arg(long = "state-dir")]
-    state_dir: Option<PathBuf>,
+    state_dir: Option<String>,
     /// Empty the component output files at start instead of appending.
     #[arg(long = "truncate-logs")]
     truncate_logs: bool,
+    /// Show only these components' output in the log (repeatable; default all). The
+    /// files in the log folder get every component's output regardless.
+    #[arg(long = "follow", value_name = "ID", conflicts_with = "quiet")]
+    follow: Vec<String>,
+    /// Set KEY=VALUE in the app's default key-value store before serving (repeatable;
+    /// an existing value is replaced).
+    #[arg(long = "key-value", value_parser = parse_kv)]
+    key_values: Vec<(String, String)>,
+    /// Run a SQLite statement against the default database before serving, or the
+    /// statements of a file with @FILE (@FILE:LABEL for another database). Repeatable.
+    #[arg(long = "sqlite", value_name = "STATEMENT | @FILE[:LABEL]")]
+    sqlite: Vec<String>,
     #[command(flatten)]
     dapr: DaprArgs,
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// The app's spin.toml, or a folder holding one.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    from: PathBuf,
+    /// Clear the screen before each build or restart.
+    #[arg(short = 'c', long = "clear")]
+    clear: bool,
+    /// Milliseconds to gather changes before acting on them.
+    #[arg(short = 'd', long = "debounce", default_value_t = 100)]
+    debounce: u64,
+    /// Only serve, restarting when a component's .wasm changes (no builds).
+    #[arg(long = "skip-build")]
+    skip_build: bool,
+    /// Arguments for `up`, after `--` (e.g. `-- --listen 127.0.0.1:3001`).
+    #[arg(last = true)]
+    up_args: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -216,12 +252,26 @@ fn main() -> anyhow::Result<()> {
                 quiet: a.quiet,
                 metrics_port: a.dapr.metrics_port(),
                 log_dir: a.log_dir.map(PathBuf::from),
-                state_dir: a.state_dir,
+                state_dir: a.state_dir.map(PathBuf::from),
                 truncate_logs: a.truncate_logs,
+                follow: a.follow,
+                key_values: a.key_values,
+                sqlite_statements: a.sqlite,
                 sidecar: (!a.no_sidecar).then_some(a.dapr),
                 in_process: !a.no_in_process,
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(up::run(opts))
+        }
+        Command::Watch(a) => {
+            init_logging(false);
+            let opts = watch::WatchOptions {
+                from: a.from,
+                clear: a.clear,
+                debounce: Duration::from_millis(a.debounce),
+                skip_build: a.skip_build,
+                up_args: a.up_args,
+            };
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(watch::run(opts))
         }
         Command::Package(a) => {
             init_logging(true);

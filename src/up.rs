@@ -11,8 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use spindapr_dapr::Sidecar;
 use spindapr_host::engine::{self, EngineOptions};
+use spindapr_host::key_value::{self, KeyValueStores};
 use spindapr_host::outbound::LocalServices;
 use spindapr_host::runtime_config::RuntimeConfig;
+use spindapr_host::sqlite::{self, SqliteDatabases};
+use spindapr_host::trigger::FollowComponents;
 use spindapr_host::variables::{Provider, Resolver};
 use spindapr_host::{HttpRuntime, RuntimeOptions};
 use spindapr_manifest as manifest;
@@ -58,6 +61,12 @@ pub struct UpOptions {
     pub state_dir: Option<PathBuf>,
     /// `--truncate-logs`: empty the output files at start.
     pub truncate_logs: bool,
+    /// `--follow`: the components whose output shows in the log (empty: all).
+    pub follow: Vec<String>,
+    /// `--key-value KEY=VALUE`: set in the `default` store before serving.
+    pub key_values: Vec<(String, String)>,
+    /// `--sqlite`: statements (or `@file[:label]`) run before serving.
+    pub sqlite_statements: Vec<String>,
 }
 
 /// Everything needed to serve, prepared but not yet listening.
@@ -108,20 +117,47 @@ pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, S
             tracing::warn!("--variable {k}: the manifest declares no such variable; it is ignored");
         }
     }
-    // As Spin: --log-dir, else runtime config `log_dir`, else `<state dir>/logs` with the
-    // state dir from --state-dir, runtime config `state_dir` or `<app dir>/.spin`.
+    // As Spin: --state-dir, else runtime config `state_dir`, else `<app dir>/.spin`; an
+    // empty value means none (stores in memory, no log files). Paths from the command line
+    // or the file are taken from the working folder, as Spin's.
+    let given = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| absolute(p));
+    let state_dir = match (&o.state_dir, &rc.state_dir) {
+        (Some(d), _) | (None, Some(d)) => given(d).transpose()?,
+        (None, None) => Some(app.base_dir.join(".spin")),
+    };
     let log_dir = match (&o.log_dir, &rc.log_dir) {
-        (Some(d), _) if d.as_os_str().is_empty() => None,
-        (Some(d), _) => Some(d.clone()),
-        (None, Some(d)) => Some(rc_base.join(d)),
-        (None, None) => {
-            let state = o
-                .state_dir
-                .clone()
-                .or_else(|| rc.state_dir.as_ref().map(|d| rc_base.join(d)))
-                .unwrap_or_else(|| app.base_dir.join(".spin"));
-            Some(state.join("logs"))
+        (Some(d), _) | (None, Some(d)) => given(d).transpose()?,
+        (None, None) => state_dir.as_ref().map(|s| s.join("logs")),
+    };
+    let cwd = std::env::current_dir().context("cannot read the working folder")?;
+    let kv_configs: Vec<_> = rc.key_value_store.clone().into_iter().collect();
+    let key_value = KeyValueStores::new(&kv_configs, &rc_base, state_dir.as_ref().map(|d| d.join(key_value::DEFAULT_FILE)))?;
+    let sql_configs: Vec<_> = rc.sqlite_database.clone().into_iter().collect();
+    let sqlite = SqliteDatabases::new(&sql_configs, &cwd, state_dir.as_ref().map(|d| d.join(sqlite::DEFAULT_FILE)))?;
+    let uses = |label: &str, pick: fn(&manifest::ComponentDef) -> &Vec<String>| {
+        app.components.values().any(|c| pick(c).iter().any(|l| l == label))
+    };
+    if !o.quiet {
+        if uses(key_value::DEFAULT_LABEL, |c| &c.key_value_stores) {
+            println!("Storing default key-value data to {}.", key_value.summary(key_value::DEFAULT_LABEL).unwrap_or_default());
         }
+        if uses(sqlite::DEFAULT_LABEL, |c| &c.sqlite_databases) {
+            println!("Storing default SQLite data to {}.", sqlite.summary(sqlite::DEFAULT_LABEL).unwrap_or_default());
+        }
+    }
+    for (k, v) in &o.key_values {
+        key_value
+            .set(key_value::DEFAULT_LABEL, k, v.as_bytes())
+            .await
+            .with_context(|| format!("--key-value {k}=…: setting it in the default store failed"))?;
+    }
+    sqlite.run_statements(&o.sqlite_statements).await?;
+    let follow = if o.quiet {
+        FollowComponents::None
+    } else if o.follow.is_empty() {
+        FollowComponents::All
+    } else {
+        FollowComponents::Named(o.follow.iter().cloned().collect())
     };
     let opts = RuntimeOptions {
         engine: EngineOptions { pooling: !o.disable_pooling, ..EngineOptions::default() },
@@ -133,6 +169,9 @@ pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, S
         outbound: rc.outbound(),
         log_dir,
         truncate_logs: o.truncate_logs,
+        follow,
+        key_value: Arc::new(key_value),
+        sqlite: Arc::new(sqlite),
     };
     let listen = listen_addr(&o.listen).await?;
     let runtime = tokio::task::block_in_place(|| HttpRuntime::new(app, &resolver, opts))?;
@@ -140,6 +179,11 @@ pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, S
         .await
         .with_context(|| format!("cannot listen on {listen}: is another server using it? pick another with --listen"))?;
     Ok(Prepared { runtime: Arc::new(runtime), listener })
+}
+
+/// `path` made absolute against the working folder.
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot make {} an absolute path", path.display()))
 }
 
 /// daprd's default HTTP port: components written for daprd call it.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: prepares what the tests need on this machine (the wasm
-# target, a Redis server, the openssl CLI, Node.js for the Dapr JS SDK interop test, the
-# tansu Kafka broker), starting or installing only what is missing, then runs every test.
+# targets — wasip2, and wasip1 for the core-module test — a Redis server, the openssl
+# CLI, Node.js for the Dapr JS SDK interop test, the tansu Kafka broker), starting or
+# installing only what is missing, then runs every test.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ apt_install() {
 
 echo "== toolchain"
 # rust-toolchain.toml pins the channel; an existing toolchain may lack the wasm target.
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+rustup target add wasm32-wasip2 wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip2 wasm32-wasip1
 
 echo "== redis (127.0.0.1:6379)"
 if ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then

@@ -43,6 +43,32 @@ pub fn guest_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// Builds one guest crate for wasm32-wasip1 (a core module, as Spin's http-rust template
+/// makes) once per test binary and returns its `.wasm`.
+pub fn guest_wasm_p1(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let components = repo_root().join("components");
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|b| b == name) {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--target", "wasm32-wasip1", "-p", name])
+            .current_dir(&components)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("cannot run cargo");
+        assert!(
+            out.status.success(),
+            "building {name} for wasm32-wasip1 failed (is the target installed? `rustup target add wasm32-wasip1`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        built.push(name.to_string());
+    }
+    let path = components.join("target/wasm32-wasip1/release").join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 /// Compiled-code cache shared by the tests (inside target/, so a clean clone starts cold).
 pub fn test_cache_dir() -> PathBuf {
     repo_root().join("target").join("test-compiled-cache")
