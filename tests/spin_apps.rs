@@ -57,6 +57,11 @@ fn a_wasip1_module_is_componentized_and_serves() {
     assert_eq!((hello.status, hello.json()["target"].as_str()), (200, Some("wasip1")), "{}", host.logs());
     assert_eq!(kv(&host, "default", "set", "k", "from-p1").status, 200);
     assert_eq!(kv(&host, "default", "get", "k", "").json()["value"], "from-p1");
+    drop(host);
+    // Cached like any compiled component: the next start neither componentizes nor compiles.
+    let again = start(dir.path(), &[]);
+    assert_eq!(get(&again.url("/hello")).json()["target"], "wasip1");
+    assert!(!again.logs().contains("core module componentized"), "{}", again.logs());
 }
 
 #[test]
