@@ -18,6 +18,9 @@ pub struct DaprArgs {
     /// Port of the sidecar's Dapr HTTP API.
     #[arg(long = "dapr-http-port", default_value_t = 3500)]
     pub dapr_http_port: u16,
+    /// Port of the sidecar's Dapr gRPC API (daprd's default 50001; 0 picks a free one).
+    #[arg(long = "dapr-grpc-port", default_value_t = 50001)]
+    pub dapr_grpc_port: u16,
     /// A folder (or file) of Component, Subscription and Resiliency YAML. Repeatable.
     /// Default: the app's `runtime-config/dapr` (`up`), else `~/.dapr/components`, else
     /// an in-memory `pubsub` and `statestore`.
@@ -52,6 +55,7 @@ impl DaprArgs {
             api_token: self.dapr_api_token.clone(),
             app_api_token: self.app_api_token.clone(),
             max_body_size: self.max_body_size,
+            app_protocol: spindapr_dapr::AppProtocol::Http,
         }
     }
 
@@ -89,6 +93,16 @@ impl DaprArgs {
         println!("Dapr sidecar http://{}", listener.local_addr()?);
         Ok(listener)
     }
+
+    /// Binds the sidecar's gRPC API on loopback and prints its address (tests read it).
+    pub async fn bind_grpc(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        let port = self.dapr_grpc_port;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| {
+            format!("the Dapr sidecar's gRPC API cannot listen on 127.0.0.1:{port}: pick another with --dapr-grpc-port")
+        })?;
+        println!("Dapr gRPC {}", listener.local_addr()?);
+        Ok(listener)
+    }
 }
 
 /// `sidecar`'s own flags.
@@ -97,9 +111,10 @@ pub struct SidecarArgs {
     /// The app's HTTP port; subscriptions are read from it (GET /dapr/subscribe).
     #[arg(long = "app-port")]
     pub app_port: Option<u16>,
-    /// The app's protocol: only http is supported.
-    #[arg(long = "app-protocol", default_value = "http", value_parser = ["http"])]
-    pub app_protocol: String,
+    /// The app's protocol: `http` (GET /dapr/subscribe, events POSTed) or `grpc` (the
+    /// app's AppCallback service: ListTopicSubscriptions, OnTopicEvent).
+    #[arg(long = "app-protocol", default_value = "http")]
+    pub app_protocol: spindapr_dapr::AppProtocol,
     /// The host the app listens on.
     #[arg(long = "app-channel-address", default_value = "127.0.0.1")]
     pub app_channel_address: String,
@@ -116,16 +131,33 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
         spindapr_metrics::trace::init(&t).map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
     }
     let mut cfg = a.dapr.config(app_id, a.app_port, a.app_channel_address.clone());
+    cfg.app_protocol = a.app_protocol;
     let (paths, origin) = a.dapr.resources(None);
     cfg.resources_paths = paths;
     let sidecar = Sidecar::new(cfg).await?;
     let listener = a.dapr.bind().await?;
+    let grpc = a.dapr.bind_grpc().await?;
     if let Some(port) = a.dapr.metrics_port() {
         spawn_metrics(port).await;
     }
     println!("Dapr resources: {origin}: {}", sidecar.component_summary().join(", "));
     spawn_subscriptions(sidecar.clone(), false);
-    let served = sidecar.serve(listener, shutdown).await;
+    // A signal or the Shutdown API stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let requested = sidecar.shutdown_requested();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => {},
+            _ = requested => {},
+        }
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc_task = tokio::spawn(sidecar.clone().serve_grpc(grpc, stopped(stop_rx.clone())));
+    let served = sidecar.serve(listener, stopped(stop_rx)).await;
+    grpc_task.await.context("the gRPC server task failed")??;
     tokio::task::block_in_place(spindapr_metrics::trace::shutdown);
     served
 }

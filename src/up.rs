@@ -205,17 +205,37 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
         Some(d) => Some(d.bind().await?),
         None => None,
     };
+    // The gRPC API is for apps beside the components (they speak HTTP): a port already
+    // taken (another `up` on this machine) leaves it off with a warning.
+    let grpc_listener = match &o.sidecar {
+        Some(d) => match d.bind_grpc().await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("{e:#}; the sidecar serves its HTTP API only");
+                None
+            }
+        },
+        None => None,
+    };
+    let grpc_port = grpc_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
     // One metrics endpoint for the host and its embedded sidecar.
     if let Some(port) = o.metrics_port {
         crate::sidecar::spawn_metrics(port).await;
     }
     let dapr_port = sidecar_listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
     let dapr_env = match (dapr_port, &app_id) {
-        (Some(port), Some(id)) => vec![
-            ("DAPR_HTTP_PORT".to_string(), port.to_string()),
-            ("DAPR_HTTP_ENDPOINT".to_string(), format!("http://127.0.0.1:{port}")),
-            ("APP_ID".to_string(), id.clone()),
-        ],
+        (Some(port), Some(id)) => {
+            let mut env = vec![
+                ("DAPR_HTTP_PORT".to_string(), port.to_string()),
+                ("DAPR_HTTP_ENDPOINT".to_string(), format!("http://127.0.0.1:{port}")),
+                ("APP_ID".to_string(), id.clone()),
+            ];
+            if let Some(g) = grpc_port {
+                env.push(("DAPR_GRPC_PORT".to_string(), g.to_string()));
+                env.push(("DAPR_GRPC_ENDPOINT".to_string(), format!("http://127.0.0.1:{g}")));
+            }
+            env
+        }
         _ => Vec::new(),
     };
     let p = prepare(&o, app, dapr_env).await?;
@@ -264,8 +284,13 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     };
     let mut tasks = tokio::task::JoinSet::new();
     let mut discovery = None;
+    let mut requested: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(std::future::pending());
     if let Some((sidecar, listener)) = sidecar {
         discovery = Some(spawn_subscriptions(sidecar.clone(), o.quiet));
+        requested = Box::pin(sidecar.shutdown_requested());
+        if let Some(g) = grpc_listener {
+            tasks.spawn(sidecar.clone().serve_grpc(g, stopped(stop_rx.clone())));
+        }
         tasks.spawn(sidecar.serve(listener, stopped(stop_rx.clone())));
     }
     let runtime = p.runtime.clone();
@@ -274,7 +299,11 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
         spindapr_host::serve(runtime, p.listener, app_stopped, Duration::from_secs(10)).await;
         Ok(())
     });
-    shutdown.await;
+    // A signal, or the sidecar's Shutdown API, as daprd's stops `dapr run`'s app.
+    tokio::select! {
+        _ = shutdown => {},
+        _ = requested => {},
+    }
     // Discovery polls the app until it answers; once the app stops, it never would.
     if let Some(d) = discovery {
         d.abort();

@@ -81,6 +81,8 @@ pub struct Host {
     pub base: String,
     /// The embedded sidecar's base URL, when one runs.
     pub dapr: Option<String>,
+    /// The sidecar's gRPC API address (`127.0.0.1:port`), once printed.
+    pub grpc: Arc<Mutex<Option<String>>>,
     pub stderr: Arc<Mutex<String>>,
     /// Every line the process printed on stdout.
     pub stdout: Arc<Mutex<String>>,
@@ -148,6 +150,10 @@ impl HostBuilder {
         if !self.raw && !self.cmd.get_args().any(|a| a == "--dapr-http-port" || a == "--no-sidecar") {
             self.cmd.args(["--dapr-http-port", "0"]);
         }
+        // Nor over daprd's gRPC port 50001.
+        if !self.raw && !self.cmd.get_args().any(|a| a == "--dapr-grpc-port" || a == "--no-sidecar") {
+            self.cmd.args(["--dapr-grpc-port", "0"]);
+        }
         // Nor over the metrics port 9090: tests that scrape pass their own.
         if !self.raw && !self.cmd.get_args().any(|a| a == "--metrics-port" || a.to_string_lossy().starts_with("--enable-metrics")) {
             self.cmd.arg("--enable-metrics=false");
@@ -170,10 +176,15 @@ impl HostBuilder {
         let (tx, rx) = std::sync::mpsc::channel();
         let printed = Arc::new(Mutex::new(String::new()));
         let out_sink = printed.clone();
+        let grpc = Arc::new(Mutex::new(None));
+        let grpc_sink = grpc.clone();
         std::thread::spawn(move || {
             let mut dapr = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 out_sink.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(addr) = line.strip_prefix("Dapr gRPC ") {
+                    *grpc_sink.lock().unwrap() = Some(addr.trim().to_string());
+                }
                 if let Some(url) = line.strip_prefix("Dapr sidecar ") {
                     dapr = Some(url.trim().to_string());
                     if is_sidecar {
@@ -186,7 +197,7 @@ impl HostBuilder {
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok((base, dapr)) => Ok(Host { child, base, dapr, stderr, stdout: printed }),
+            Ok((base, dapr)) => Ok(Host { child, base, dapr, grpc, stderr, stdout: printed }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -198,6 +209,18 @@ impl HostBuilder {
 }
 
 impl Host {
+    /// The gRPC API's address, waiting up to `wait` for the line that prints it.
+    pub fn grpc_addr(&self, wait: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(a) = self.grpc.lock().unwrap().clone() {
+                return a;
+            }
+            assert!(start.elapsed() < wait, "the sidecar printed no gRPC address:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -518,7 +541,7 @@ pub fn sidecar_for(app_id: &str, app_port: u16, res: &Path, dapr_port: Option<u1
 /// returns its stderr.
 pub fn sidecar_start_error(res: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_spindapr"))
-        .args(["sidecar", "--app-id", "x", "--enable-metrics=false", "--dapr-http-port", &free_port().to_string()])
+        .args(["sidecar", "--app-id", "x", "--enable-metrics=false", "--dapr-grpc-port", "0", "--dapr-http-port", &free_port().to_string()])
         .arg("--resources-path")
         .arg(res)
         .output()

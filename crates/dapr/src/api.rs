@@ -17,7 +17,7 @@ use super::cloudevents::{self, PublishInput};
 use super::errors::ApiError;
 use crate::resiliency::{Dir, Failure, Kind, Policy, RunError};
 use spindapr_dapr_components::pubsub::{Message, PubSubError};
-use spindapr_dapr_components::state::{Concurrency, DeleteRequest, Operation, SetRequest, StateError};
+use spindapr_dapr_components::state::{Concurrency, DeleteRequest, Item, Operation, SetRequest, StateError};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -209,6 +209,10 @@ impl Sidecar {
             }
             (["v1.0", "healthz", "outbound"], &Method::GET) => empty(StatusCode::NO_CONTENT),
             (["v1.0", "metadata"], &Method::GET) => self.metadata().await,
+            (["v1.0", "shutdown"], &Method::POST) => {
+                self.request_shutdown();
+                empty(StatusCode::NO_CONTENT)
+            }
             (["v1.0-alpha1" | "v1.0", "publish", "bulk", pubsub, topic @ ..], &Method::POST | &Method::PUT) => {
                 let (tp, ts) = trace_context(header("traceparent"), header("tracestate"));
                 self.bulk_publish(&decode(pubsub), &decode(&topic.join("/")), query, &tp, &ts, &body).await.unwrap_or_else(error)
@@ -365,8 +369,8 @@ impl Sidecar {
         }
         let app_id = &self.cfg.app_id;
         let req_md = query_metadata(query);
-        let (ps, comp) = self.check_publish(pubsub, topic, &req_md)?;
-        let raw = Self::raw_payload(pubsub, &req_md)?;
+        self.check_publish(pubsub, topic, &req_md)?;
+        Self::raw_payload(pubsub, &req_md)?;
         // Go's json.Decoder into a slice: the first value, keys folded, `null` = none.
         let unmarshal = |e: String| ApiError::pubsub_unmarshal_events(topic, pubsub, app_id, e);
         let entries: Vec<Entry> = match serde_json::Deserializer::from_slice(body).into_iter::<Value>().next() {
@@ -386,11 +390,52 @@ impl Sidecar {
                 return Err(unmarshal(format!("json: cannot unmarshal {kind} into Go value of type []http.bulkPublishMessageEntry")));
             }
         };
+        let entries = entries
+            .into_iter()
+            .map(|e| BulkEntry {
+                event: event_to_bytes(&e.event, &e.content_type),
+                entry_id: e.entry_id,
+                content_type: e.content_type,
+                metadata: e.metadata,
+            })
+            .collect();
+        let failed = self.bulk_publish_entries(pubsub, topic, req_md, entries, traceparent, tracestate).await?;
+        let Some((_, first)) = failed.first() else {
+            return Ok(empty(StatusCode::NO_CONTENT));
+        };
+        let desc = format!("api error: code = Internal desc = error when publishing to topic {topic} in pubsub {pubsub}: {first}");
+        let body = serde_json::json!({
+            "failedEntries": failed.iter().map(|(id, e)| serde_json::json!({"entryId": id, "error": e})).collect::<Vec<_>>(),
+            "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE",
+        });
+        let mut r = json(StatusCode::INTERNAL_SERVER_ERROR, &body);
+        for (k, v) in [("metadata.responsedata", body.to_string()), ("metadata.error", desc)] {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        Ok(r)
+    }
+
+    /// daprd's bulk publish after the request was read: each entry (its event already
+    /// converted to bytes, or the conversion's error) checked and enveloped in order,
+    /// the scope checked, then each published; the entries that failed, with why.
+    pub(crate) async fn bulk_publish_entries(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        req_md: BTreeMap<String, String>,
+        entries: Vec<BulkEntry>,
+        traceparent: &str,
+        tracestate: &str,
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let app_id = &self.cfg.app_id;
+        let (ps, comp) = self.check_publish(pubsub, topic, &req_md)?;
+        let raw = Self::raw_payload(pubsub, &req_md)?;
         let mut ids = std::collections::HashSet::new();
         let mut msgs = Vec::with_capacity(entries.len());
         for e in entries {
-            let bytes =
-                event_to_bytes(&e.event, &e.content_type).map_err(|err| ApiError::pubsub_marshal_envelope(topic, pubsub, app_id, err))?;
+            let bytes = e.event.map_err(|err| ApiError::pubsub_marshal_envelope(topic, pubsub, app_id, err))?;
             if e.entry_id.is_empty() || !ids.insert(e.entry_id.clone()) {
                 return Err(ApiError::pubsub_marshal_events(topic, pubsub, app_id));
             }
@@ -418,21 +463,12 @@ impl Sidecar {
                 failed.push((id, err));
             }
         }
-        let Some((_, first)) = failed.first() else {
-            return Ok(empty(StatusCode::NO_CONTENT));
-        };
-        let desc = format!("api error: code = Internal desc = error when publishing to topic {topic} in pubsub {pubsub}: {first}");
-        let body = serde_json::json!({
-            "failedEntries": failed.iter().map(|(id, e)| serde_json::json!({"entryId": id, "error": e})).collect::<Vec<_>>(),
-            "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE",
-        });
-        let mut r = json(StatusCode::INTERNAL_SERVER_ERROR, &body);
-        for (k, v) in [("metadata.responsedata", body.to_string()), ("metadata.error", desc)] {
-            if let Ok(v) = http::HeaderValue::from_str(&v) {
-                r.headers_mut().insert(k, v);
-            }
-        }
-        Ok(r)
+        Ok(failed)
+    }
+
+    /// The state store `name` (daprd's GetStateStore checks).
+    pub(crate) fn store_entry(&self, name: &str) -> Result<&super::StateEntry, ApiError> {
+        self.store(name)
     }
 
     fn store(&self, name: &str) -> Result<&super::StateEntry, ApiError> {
@@ -479,14 +515,19 @@ impl Sidecar {
         m.state_latencies.with_label_values(&labels).observe(spindapr_metrics::millis(started.elapsed()));
     }
 
-    async fn state_get(&self, store: &str, key: &str) -> Result<Resp, ApiError> {
+    /// The item stored under `key` (after the key prefix), read under the store's policy.
+    pub(crate) async fn get_item(&self, store: &str, key: &str) -> Result<Option<Item>, ApiError> {
         let entry = self.store(store)?;
         let k = self.state_key(entry, key)?;
         let started = std::time::Instant::now();
         let got = self.state_policy(store).run(|_| async { entry.store.get(&k).await.map_err(Failure::Other) }).await;
         self.record_state(store, "get", got.is_ok(), started);
-        match got {
-            Ok(Some(item)) => {
+        got.map_err(|e| ApiError::state_get(key, store, e))
+    }
+
+    async fn state_get(&self, store: &str, key: &str) -> Result<Resp, ApiError> {
+        match self.get_item(store, key).await? {
+            Some(item) => {
                 let mut r = Response::new(Full::new(item.data));
                 r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
                 if let Some(etag) = item.etag.and_then(|e| http::HeaderValue::from_str(&e).ok()) {
@@ -502,17 +543,22 @@ impl Sidecar {
                 }
                 Ok(r)
             }
-            Ok(None) => Ok(empty(StatusCode::NO_CONTENT)),
-            Err(e) => Err(ApiError::state_get(key, store, e)),
+            None => Ok(empty(StatusCode::NO_CONTENT)),
         }
     }
 
     /// daprd's onPostState: every item is checked (and the `metadata.*` query merged into
     /// its metadata, the query winning) before any is written.
     async fn state_save(&self, store: &str, body: &[u8], query: Option<&str>) -> Result<(), ApiError> {
-        let entry = self.store(store)?;
+        self.store(store)?;
         let reqs = parse_items(body)?;
-        let md = query_metadata(query);
+        self.save_items(store, reqs, &query_metadata(query)).await
+    }
+
+    /// Saves `reqs` in order (`md` merged into each item's metadata, winning), as daprd's
+    /// save: every item is checked before any is written.
+    pub(crate) async fn save_items(&self, store: &str, reqs: Vec<ItemReq>, md: &BTreeMap<String, String>) -> Result<(), ApiError> {
+        let entry = self.store(store)?;
         let mut sets = Vec::with_capacity(reqs.len());
         for mut r in reqs {
             if r.key.is_empty() {
@@ -553,8 +599,12 @@ impl Sidecar {
         }
         Ok(SetRequest {
             key: self.state_key(entry, &r.key)?,
-            // daprd stores json.Marshal of the value: Go key order, quoted strings.
-            value: Bytes::from(cloudevents::value_to_go_json(&r.value)),
+            // daprd stores json.Marshal of an HTTP value (Go key order, quoted strings) and
+            // a gRPC value's bytes as they are.
+            value: match r.raw {
+                Some(b) => b,
+                None => Bytes::from(cloudevents::value_to_go_json(&r.value)),
+            },
             etag: r.etag,
             concurrency: r.concurrency,
             metadata: r.metadata,
@@ -562,11 +612,23 @@ impl Sidecar {
     }
 
     async fn state_delete(&self, store: &str, key: &str, etag: Option<String>, query: Option<&str>) -> Result<(), ApiError> {
-        let entry = self.store(store)?;
-        let k = self.state_key(entry, key)?;
         let param =
             |name: &str| url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-        let (concurrency, options_error) = request_options(param("concurrency").as_deref(), param("consistency").as_deref());
+        self.delete_item(store, key, etag, param("concurrency").as_deref(), param("consistency").as_deref()).await
+    }
+
+    /// Deletes `key` with its ETag and options under the store's policy.
+    pub(crate) async fn delete_item(
+        &self,
+        store: &str,
+        key: &str,
+        etag: Option<String>,
+        concurrency: Option<&str>,
+        consistency: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let entry = self.store(store)?;
+        let k = self.state_key(entry, key)?;
+        let (concurrency, options_error) = request_options(concurrency, consistency);
         if let Some(e) = options_error {
             return Err(ApiError::state_delete(StatusCode::INTERNAL_SERVER_ERROR, key, e));
         }
@@ -595,14 +657,11 @@ impl Sidecar {
             #[allow(dead_code)]
             parallelism: Option<u32>,
         }
-        let entry = self.store(store)?;
+        self.store(store)?;
         let b: Bulk = serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("failed parsing the bulk request: {e}")))?;
         let mut out = Vec::new();
-        let (started, mut all_ok) = (std::time::Instant::now(), true);
-        for key in b.keys {
-            let k = self.state_key(entry, &key)?;
+        for (key, got) in self.bulk_get(store, b.keys).await? {
             let mut item = serde_json::json!({ "key": key });
-            let got = self.state_policy(store).run(|_| async { entry.store.get(&k).await.map_err(Failure::Other) }).await;
             match got {
                 Ok(Some(i)) => {
                     item["data"] =
@@ -615,15 +674,26 @@ impl Sidecar {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    all_ok = false;
-                    item["error"] = e.to_string().into();
-                }
+                Err(e) => item["error"] = e.into(),
             }
             out.push(item);
         }
-        self.record_state(store, "bulk_get", all_ok, started);
         Ok(json(StatusCode::OK, &Value::Array(out)))
+    }
+
+    /// Each key's item (or why it could not be read), in the order asked.
+    pub(crate) async fn bulk_get(&self, store: &str, keys: Vec<String>) -> Result<Vec<(String, Result<Option<Item>, String>)>, ApiError> {
+        let entry = self.store(store)?;
+        let mut out = Vec::with_capacity(keys.len());
+        let (started, mut all_ok) = (std::time::Instant::now(), true);
+        for key in keys {
+            let k = self.state_key(entry, &key)?;
+            let got = self.state_policy(store).run(|_| async { entry.store.get(&k).await.map_err(Failure::Other) }).await;
+            all_ok &= got.is_ok();
+            out.push((key, got.map_err(|e| e.to_string())));
+        }
+        self.record_state(store, "bulk_get", all_ok, started);
+        Ok(out)
     }
 
     /// `trace`: the caller's traceparent and tracestate, carried by the outbox events.
@@ -641,18 +711,34 @@ impl Sidecar {
             operation: String,
             request: Value,
         }
-        let entry = self.store(store)?;
+        self.store(store)?;
         let tx: Tx = serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("failed parsing the transaction: {e}")))?;
-        let mut ops = Vec::new();
-        let mut projections: BTreeMap<String, (Value, BTreeMap<String, String>)> = BTreeMap::new();
-        let mut published: Vec<(String, Value, BTreeMap<String, String>)> = Vec::new();
-        // daprd gives every operation the request's `metadata.*` query (the query winning).
-        let query_md = query_metadata(query);
+        let mut ops = Vec::with_capacity(tx.operations.len());
         for op in tx.operations {
-            let mut r: ItemReq = serde_json::from_value(op.request)
+            let r: ItemReq = serde_json::from_value(op.request)
                 .map_err(|e| ApiError::malformed(format!("failed parsing a transaction operation: {e}")))?;
+            ops.push((op.operation, r));
+        }
+        // daprd gives every operation the request's `metadata.*` query (the query winning).
+        self.transact(store, ops, &query_metadata(query), trace).await
+    }
+
+    /// Runs a transaction of `(operation, item)` pairs (`upsert` / `delete`), with the
+    /// outbox when the store has one; `query_md` is merged into each item's metadata.
+    pub(crate) async fn transact(
+        &self,
+        store: &str,
+        tx_ops: Vec<(String, ItemReq)>,
+        query_md: &BTreeMap<String, String>,
+        trace: (&str, &str),
+    ) -> Result<(), ApiError> {
+        let entry = self.store(store)?;
+        let mut ops = Vec::new();
+        let mut projections: BTreeMap<String, (Payload, BTreeMap<String, String>)> = BTreeMap::new();
+        let mut published: Vec<(String, Payload, BTreeMap<String, String>)> = Vec::new();
+        for (operation, mut r) in tx_ops {
             r.metadata.extend(query_md.iter().map(|(k, v)| (k.clone(), v.clone())));
-            match op.operation.as_str() {
+            match operation.as_str() {
                 "upsert" => {
                     if r.metadata.get("outbox.projection").is_some_and(|v| v == "true") {
                         if entry.outbox.is_none() && !entry.warned_no_outbox.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -665,10 +751,10 @@ impl Sidecar {
                                 entry.component.file.display()
                             );
                         }
-                        projections.insert(r.key.clone(), (r.value.clone(), r.metadata.clone()));
+                        projections.insert(r.key.clone(), (r.payload(), r.metadata.clone()));
                         continue;
                     }
-                    published.push((r.key.clone(), r.value.clone(), r.metadata.clone()));
+                    published.push((r.key.clone(), r.payload(), r.metadata.clone()));
                     ops.push(Operation::Upsert(self.set_request(entry, r)?));
                 }
                 "delete" => {
@@ -705,9 +791,11 @@ impl Sidecar {
                 None => (value, md.get("contentType").cloned()),
             };
             let ct = ct.filter(|c| !c.is_empty());
-            let body = match &ct {
-                Some(c) if c.eq_ignore_ascii_case("application/json") => cloudevents::value_to_go_json(&payload),
-                _ => cloudevents::go_fmt_v(&payload).into_bytes(),
+            let body = match (&ct, payload) {
+                // A gRPC item's value is bytes already: daprd's outbox hands them on as they are.
+                (_, Payload::Raw(b)) => b.to_vec(),
+                (Some(c), Payload::Json(v)) if c.eq_ignore_ascii_case("application/json") => cloudevents::value_to_go_json(&v),
+                (_, Payload::Json(v)) => cloudevents::go_fmt_v(&v).into_bytes(),
             };
             let none = BTreeMap::new();
             let input = PublishInput {
@@ -743,7 +831,7 @@ impl Sidecar {
     }
 
     /// `PUT /v1.0/metadata/{key}`: the body, as text, under `extended`.
-    async fn put_metadata(&self, key: &str, body: &[u8]) {
+    pub(crate) async fn put_metadata(&self, key: &str, body: &[u8]) {
         if !key.is_empty() {
             self.extended.write().await.insert(key.to_string(), String::from_utf8_lossy(body).into_owned());
         }
@@ -838,7 +926,7 @@ impl Sidecar {
         if let Some(port) = self.cfg.app_port.filter(|p| *p > 0) {
             app.add("port", port.to_string());
         }
-        app.add("protocol", q("http"));
+        app.add("protocol", q(self.cfg.app_protocol.as_str()));
         app.add("channelAddress", q(&self.cfg.app_host));
         doc.add("appConnectionProperties", app.end());
         // No placement service: daprd's actor runtime reports itself disabled.
@@ -878,7 +966,7 @@ impl Fields {
 
 /// What daprd reports a component type can do (its Features(), plus ACTOR for a state
 /// store with ETAG and TRANSACTIONAL).
-fn capabilities(type_: &str) -> &'static [&'static str] {
+pub(crate) fn capabilities(type_: &str) -> &'static [&'static str] {
     match type_ {
         "state.in-memory" => &["ETAG", "TRANSACTIONAL", "TTL", "DELETE_WITH_PREFIX", "KEYS_LIKE", "ACTOR"],
         "state.redis" => &["ETAG", "TRANSACTIONAL", "TTL", "KEYS_LIKE", "ACTOR"],
@@ -898,18 +986,44 @@ where
 }
 
 /// One state item of a save or transaction request.
-struct ItemReq {
-    key: String,
-    value: Value,
-    etag: Option<String>,
-    concurrency: Concurrency,
-    metadata: BTreeMap<String, String>,
+pub(crate) struct ItemReq {
+    pub(crate) key: String,
+    /// The value from JSON (HTTP), stored as Go's json.Marshal writes it.
+    pub(crate) value: Value,
+    /// The value as bytes (gRPC), stored as they are; wins over `value`.
+    pub(crate) raw: Option<Bytes>,
+    pub(crate) etag: Option<String>,
+    pub(crate) concurrency: Concurrency,
+    pub(crate) metadata: BTreeMap<String, String>,
     /// contrib's CheckRequestOptions refusal, reported when the store is called.
-    options_error: Option<String>,
+    pub(crate) options_error: Option<String>,
+}
+
+/// A transaction item's payload, for the outbox's event.
+enum Payload {
+    Json(Value),
+    Raw(Bytes),
+}
+
+impl ItemReq {
+    fn payload(&self) -> Payload {
+        match &self.raw {
+            Some(b) => Payload::Raw(b.clone()),
+            None => Payload::Json(self.value.clone()),
+        }
+    }
+}
+
+/// One bulk publish entry, its event already converted to bytes (or why it could not be).
+pub(crate) struct BulkEntry {
+    pub(crate) entry_id: String,
+    pub(crate) event: Result<Vec<u8>, String>,
+    pub(crate) content_type: String,
+    pub(crate) metadata: Option<BTreeMap<String, String>>,
 }
 
 /// contrib's CheckRequestOptions over a request's `concurrency` and `consistency`.
-fn request_options(concurrency: Option<&str>, consistency: Option<&str>) -> (Concurrency, Option<String>) {
+pub(crate) fn request_options(concurrency: Option<&str>, consistency: Option<&str>) -> (Concurrency, Option<String>) {
     let (c, mut err) = match concurrency.unwrap_or("") {
         "" => (Concurrency::Unspecified, None),
         "first-write" => (Concurrency::FirstWrite, None),
@@ -949,7 +1063,15 @@ impl<'de> serde::Deserialize<'de> for ItemReq {
             Some(o) => request_options(o.concurrency.as_deref(), o.consistency.as_deref()),
             None => (Concurrency::Unspecified, None),
         };
-        Ok(ItemReq { key: r.key, value: r.value, etag: r.etag.filter(|e| !e.is_empty()), concurrency, metadata: r.metadata, options_error })
+        Ok(ItemReq {
+            key: r.key,
+            value: r.value,
+            raw: None,
+            etag: r.etag.filter(|e| !e.is_empty()),
+            concurrency,
+            metadata: r.metadata,
+            options_error,
+        })
     }
 }
 
@@ -961,7 +1083,7 @@ fn parse_items(body: &[u8]) -> Result<Vec<ItemReq>, ApiError> {
 /// The caller's trace as daprd's HTTP tracing middleware keeps it with no tracing
 /// Configuration (a no-op tracer): a valid `traceparent` re-serialised, its
 /// `tracestate` normalised; an invalid or missing one is no trace.
-fn trace_context(traceparent: Option<String>, tracestate: Option<String>) -> (String, String) {
+pub(crate) fn trace_context(traceparent: Option<String>, tracestate: Option<String>) -> (String, String) {
     match traceparent.as_deref().and_then(crate::go_compat::normalise_traceparent) {
         Some(tp) => (tp, tracestate.as_deref().and_then(crate::go_compat::normalise_tracestate).unwrap_or_default()),
         None => (String::new(), String::new()),

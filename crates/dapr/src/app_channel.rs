@@ -82,13 +82,56 @@ pub struct AppChannel {
     authority: String,
     app_id: String,
     token: Option<String>,
+    /// With `--app-protocol grpc`: the app's AppCallback service.
+    grpc: Option<crate::grpc::pb::runtime::app_callback_client::AppCallbackClient<tonic::transport::Channel>>,
 }
 
 impl AppChannel {
     /// A channel to the app at `host:port`, carried by `transport`.
     pub fn new(transport: Arc<dyn AppTransport>, host: &str, port: u16, app_id: &str, token: Option<String>) -> Self {
         let authority = if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        Self { transport, authority, app_id: app_id.into(), token }
+        Self { transport, authority, app_id: app_id.into(), token, grpc: None }
+    }
+
+    /// The same app, called over gRPC (h2c) instead: subscriptions and deliveries go to
+    /// its AppCallback service. The connection is made on first use.
+    pub fn over_grpc(mut self) -> anyhow::Result<Self> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.authority))
+            .map_err(|e| anyhow::anyhow!("the app's gRPC address {}: {e}", self.authority))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5));
+        self.grpc = Some(crate::grpc::pb::runtime::app_callback_client::AppCallbackClient::new(endpoint.connect_lazy()));
+        Ok(self)
+    }
+
+    /// Whether the app is called over gRPC.
+    pub fn is_grpc(&self) -> bool {
+        self.grpc.is_some()
+    }
+
+    /// A gRPC request carrying the channel's own metadata (`dapr-app-id`, APP_API_TOKEN).
+    pub(crate) fn grpc_request<T>(&self, body: T, headers: &[(String, String)]) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
+        let md = req.metadata_mut();
+        for (k, v) in headers {
+            if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(), v.parse()) {
+                md.insert(k, v);
+            }
+        }
+        if let Ok(v) = self.app_id.parse() {
+            md.insert("dapr-app-id", v);
+        }
+        if let Some(t) = self.token.as_deref().and_then(|t| t.parse().ok()) {
+            md.insert("dapr-api-token", t);
+        }
+        req
+    }
+
+    /// The app's AppCallback client (gRPC channel only).
+    pub(crate) fn grpc_client(
+        &self,
+    ) -> Result<crate::grpc::pb::runtime::app_callback_client::AppCallbackClient<tonic::transport::Channel>, TransportError> {
+        self.grpc.clone().ok_or_else(|| TransportError("the app is not called over gRPC".into()))
     }
 
     async fn call(&self, req: http::request::Builder, body: Bytes) -> Result<(u16, Bytes), TransportError> {

@@ -112,6 +112,16 @@ impl Route {
     }
 }
 
+/// How one delivery attempt ended, when it did not fail.
+enum Attempt {
+    /// The app took the message.
+    Delivered,
+    /// The app dropped it: acknowledged, and dead-lettered when there is a topic for it.
+    Dropped(String),
+    /// The app has no handler for it (gRPC UNIMPLEMENTED): acknowledged, not dead-lettered.
+    Ignored(String),
+}
+
 /// Everything a subscription's handler needs.
 pub struct Delivery {
     pub route: Route,
@@ -190,14 +200,17 @@ impl Delivery {
             .run(|n| {
                 attempts.store(n + 1, std::sync::atomic::Ordering::Relaxed);
                 async {
+                    if self.app.is_grpc() {
+                        return self.attempt_grpc(&event, &msg.topic, &path, &headers, span.is_some()).await;
+                    }
                     let (outcome, status) = match self.app.post_event(&path, body.clone(), &headers).await {
                         Ok((status, answer)) => (interpret(status, &answer), Some(status)),
                         Err(e) => (Outcome::Retry(format!("delivering to the app failed: {e:#}")), None),
                     };
                     match outcome {
-                        Outcome::Success => Ok(None),
+                        Outcome::Success => Ok(Attempt::Delivered),
                         // Dead-lettered after the run, outside any per-attempt timeout.
-                        Outcome::Drop(why) => Ok(Some(why)),
+                        Outcome::Drop(why) => Ok(Attempt::Dropped(why)),
                         Outcome::Retry(why) => match status.filter(|s| !(200..300).contains(s)) {
                             Some(code) => Err(Failure::Code(u32::from(code), why)),
                             None => Err(Failure::Other(why)),
@@ -207,11 +220,15 @@ impl Delivery {
             })
             .await;
         let (status, done) = match result {
-            Ok(Some(why)) => {
+            Ok(Attempt::Dropped(why)) => {
                 tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
                 ("drop", self.dead_letter(&msg, &why).await)
             }
-            Ok(None) => ("success", Ok(())),
+            Ok(Attempt::Ignored(why)) => {
+                tracing::warn!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "{why}; the message is dropped");
+                ("drop", Ok(()))
+            }
+            Ok(Attempt::Delivered) => ("success", Ok(())),
             Err(e) => {
                 let why = e.to_string();
                 tracing::error!(pubsub = %sub.pubsub, topic = %msg.topic, path = %path, "delivery failed: {why}");
@@ -227,6 +244,29 @@ impl Delivery {
             s.end(done.as_ref().err().map(|e| e.to_string()));
         }
         done
+    }
+
+    /// One attempt over the gRPC channel: `OnTopicEvent` with daprd's TopicEventRequest.
+    /// The event's trace goes as metadata only when tracing is on, as daprd sends it.
+    async fn attempt_grpc(
+        &self,
+        event: &Value,
+        topic: &str,
+        path: &str,
+        headers: &[(String, String)],
+        traced: bool,
+    ) -> Result<Attempt, Failure<String>> {
+        use crate::grpc_app::GrpcAnswer;
+        let req = crate::grpc_app::topic_event_request(event, topic, &self.route.sub.pubsub, path).map_err(Failure::Other)?;
+        let headers: Vec<(String, String)> =
+            headers.iter().filter(|(k, _)| traced || (k != "traceparent" && k != "tracestate")).cloned().collect();
+        match self.app.on_topic_event(req, &headers).await {
+            GrpcAnswer::Success => Ok(Attempt::Delivered),
+            GrpcAnswer::Drop => Ok(Attempt::Dropped("the app asked to drop the message".into())),
+            GrpcAnswer::Unimplemented(why) => Ok(Attempt::Ignored(why)),
+            GrpcAnswer::Retry(why) => Err(Failure::Other(why)),
+            GrpcAnswer::Error(code, why) => Err(Failure::Code(code, why)),
+        }
     }
 
     /// A failure: to the dead-letter topic if there is one, else back to the broker.

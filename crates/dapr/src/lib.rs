@@ -13,6 +13,8 @@ mod errors;
 mod fuzz;
 mod go_compat;
 mod go_json;
+pub mod grpc;
+mod grpc_app;
 mod invoke;
 mod outbox;
 mod resiliency;
@@ -60,6 +62,39 @@ pub struct SidecarConfig {
     /// `--max-body-size` in bytes (0: no limit): a larger request body fails as daprd's
     /// read of it fails.
     pub max_body_size: u64,
+    /// `--app-protocol`: how the app is called (subscriptions and deliveries).
+    pub app_protocol: AppProtocol,
+}
+
+/// daprd's `--app-protocol`, as far as this sidecar speaks it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// HTTP/1.1: `GET /dapr/subscribe`, events POSTed to the route.
+    #[default]
+    Http,
+    /// gRPC (h2c): `AppCallback.ListTopicSubscriptions` and `OnTopicEvent`.
+    Grpc,
+}
+
+impl AppProtocol {
+    /// The flag's value (`http`, `grpc`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppProtocol::Http => "http",
+            AppProtocol::Grpc => "grpc",
+        }
+    }
+}
+
+impl std::str::FromStr for AppProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" => Ok(AppProtocol::Http),
+            "grpc" => Ok(AppProtocol::Grpc),
+            other => Err(format!("app protocol {other:?} is not supported: use http or grpc")),
+        }
+    }
 }
 
 /// A Kubernetes resource quantity as daprd's `--max-body-size` reads it, in bytes:
@@ -111,6 +146,8 @@ pub struct Sidecar {
     resiliency: resiliency::Resiliency,
     /// `PUT /v1.0/metadata/{key}` values, shown under `extended`.
     extended: RwLock<BTreeMap<String, String>>,
+    /// Set by the Shutdown API (`POST /v1.0/shutdown`, gRPC `Shutdown`).
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Sidecar {
@@ -179,12 +216,21 @@ impl Sidecar {
         for o in states.values().filter_map(|s| s.outbox.as_ref()) {
             o.subscribe().await.context("subscribing to the internal outbox topic")?;
         }
-        let app =
-            cfg.app_port.map(|port| Arc::new(AppChannel::new(transport, &cfg.app_host, port, &cfg.app_id, cfg.app_api_token.clone())));
+        let app = match cfg.app_port {
+            None => None,
+            Some(port) => {
+                let channel = AppChannel::new(transport, &cfg.app_host, port, &cfg.app_id, cfg.app_api_token.clone());
+                Some(Arc::new(match cfg.app_protocol {
+                    AppProtocol::Http => channel,
+                    AppProtocol::Grpc => channel.over_grpc()?,
+                }))
+            }
+        };
         let resiliency = resiliency::Resiliency::build(&resources.resiliency).map_err(|e| anyhow::anyhow!("resiliency: {e}"))?;
         Ok(Arc::new(Self {
             resiliency,
             extended: RwLock::new(BTreeMap::new()),
+            shutdown: tokio::sync::watch::channel(false).0,
             subscriptions: RwLock::new(resources.subscriptions.clone()),
             ready: AtomicBool::new(app.is_none()),
             cfg,
@@ -208,6 +254,16 @@ impl Sidecar {
             return Ok(());
         }
         let programmatic = loop {
+            if app.is_grpc() {
+                match app.list_topic_subscriptions().await {
+                    Ok(subs) => break subs,
+                    Err(e) => {
+                        tracing::debug!("waiting for the app: {e:#}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
             match app.get_subscribe().await {
                 Ok((200, body)) => {
                     break parse_programmatic(&body).unwrap_or_else(|e| {
@@ -250,7 +306,19 @@ impl Sidecar {
                 .map(|d| format!("topic {d} is not allowed for app id {}", self.cfg.app_id));
             let route = Route::compile(s.clone())?;
             let policy = self.resiliency.component(&s.pubsub, resiliency::Kind::Pubsub, resiliency::Dir::Inbound);
-            let handler: pubsub::Handler = match s.bulk {
+            let bulk = match s.bulk {
+                Some(_) if app.is_grpc() => {
+                    tracing::error!(
+                        "subscription {}/{}: bulk subscribe over the gRPC app channel (OnBulkTopicEvent) is not supported by this sidecar; \
+                         messages are delivered one at a time with OnTopicEvent",
+                        s.pubsub,
+                        s.topic
+                    );
+                    None
+                }
+                other => other,
+            };
+            let handler: pubsub::Handler = match bulk {
                 Some(config) => bulk::batching_handler(Arc::new(bulk::BulkDelivery {
                     route,
                     pubsub: ps.clone(),
@@ -280,6 +348,20 @@ impl Sidecar {
         *self.subscriptions.write().await = subs;
         self.ready.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Asks the process to stop, as daprd's Shutdown API does (the servers drain).
+    pub fn request_shutdown(&self) {
+        tracing::info!("shutdown requested through the API");
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once the Shutdown API was called.
+    pub fn shutdown_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     /// One line per loaded component: `name (type)`.
