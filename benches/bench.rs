@@ -13,6 +13,10 @@
 //!   publishes to a `spindapr sidecar` whose app has a slow and a failing subscriber;
 //!   resident memory of both sampled every 5 s, then every event counted end to end.
 //!
+//! - grpc: publish→deliver over daprd's gRPC API and `--app-protocol grpc` (a tonic
+//!   publisher and AppCallback subscriber in this process) against the same over HTTP,
+//!   two sidecars on CPU 0, interleaved rounds.
+//!
 //! Figures are printed as a table; BENCHMARKS.md records them with this command.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -588,6 +592,204 @@ async fn bench_sidecar(broker: &BenchBroker) {
         lat.len()
     );
     drop(sidecar);
+}
+
+/// What a subscriber in this process saw: publish→deliver latencies (µs) of measured
+/// events, and how many events arrived.
+#[derive(Clone, Default)]
+struct Seen {
+    latencies: Arc<std::sync::Mutex<Vec<f64>>>,
+    delivered: Arc<AtomicU64>,
+}
+
+impl Seen {
+    /// Records one event's data (`{"sent_ns": "...", "measure": bool}`).
+    fn record(&self, data: &serde_json::Value) {
+        let arrived = now_ns();
+        if let Some(sent) = data["sent_ns"].as_str().and_then(|s| s.parse::<u128>().ok())
+            && data["measure"] == true
+        {
+            self.latencies.lock().unwrap().push((arrived - sent) as f64 / 1000.0);
+        }
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An HTTP subscriber app on `port` (topic `bench`, route `/bench`).
+async fn http_subscriber(port: u16) -> Seen {
+    use hyper::service::service_fn;
+    let seen = Seen::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let answer = if path == "/dapr/subscribe" {
+                            r#"[{"pubsubname":"pubsub","topic":"bench","route":"/bench"}]"#.to_string()
+                        } else {
+                            let ce: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            s.record(&ce["data"]);
+                            r#"{"status":"SUCCESS"}"#.to_string()
+                        };
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    seen
+}
+
+/// A gRPC subscriber app (AppCallback) on `port`, subscribed to `bench`.
+async fn grpc_subscriber(port: u16) -> Seen {
+    use spindapr_dapr::grpc::pb::runtime as rt;
+    struct App(Seen);
+    #[tonic::async_trait]
+    impl rt::app_callback_server::AppCallback for App {
+        async fn list_topic_subscriptions(
+            &self,
+            _: tonic::Request<()>,
+        ) -> Result<tonic::Response<rt::ListTopicSubscriptionsResponse>, tonic::Status> {
+            let sub = rt::TopicSubscription { pubsub_name: "pubsub".into(), topic: "bench".into(), ..Default::default() };
+            Ok(tonic::Response::new(rt::ListTopicSubscriptionsResponse { subscriptions: vec![sub] }))
+        }
+        async fn on_topic_event(
+            &self,
+            req: tonic::Request<rt::TopicEventRequest>,
+        ) -> Result<tonic::Response<rt::TopicEventResponse>, tonic::Status> {
+            let data: serde_json::Value = serde_json::from_slice(&req.get_ref().data).unwrap();
+            self.0.record(&data);
+            Ok(tonic::Response::new(rt::TopicEventResponse { status: 0 }))
+        }
+    }
+    let seen = Seen::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let svc = rt::app_callback_server::AppCallbackServer::new(App(seen.clone()));
+    tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
+    seen
+}
+
+/// One side of the gRPC/HTTP comparison: a sidecar on CPU 0 and its subscriber here.
+struct PubSubSide {
+    name: &'static str,
+    _sidecar: Proc,
+    seen: Seen,
+    publish: Arc<dyn Fn(Bytes) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+}
+
+async fn pubsub_side(grpc: bool) -> PubSubSide {
+    let (app_port, dapr_port, grpc_port) = (free_port(), free_port(), free_port());
+    let seen = if grpc { grpc_subscriber(app_port).await } else { http_subscriber(app_port).await };
+    let mut args: Vec<String> = ["sidecar", "--app-id", "bench", "--enable-metrics=false"].iter().map(|s| s.to_string()).collect();
+    args.extend(["--app-port".into(), app_port.to_string(), "--dapr-http-port".into(), dapr_port.to_string()]);
+    args.extend(["--dapr-grpc-port".into(), grpc_port.to_string(), "--app-protocol".into(), if grpc { "grpc" } else { "http" }.into()]);
+    let sidecar = start("0", Path::new(env!("CARGO_BIN_EXE_spindapr")), &args, "Dapr sidecar");
+    let c = client();
+    let health = format!("http://127.0.0.1:{dapr_port}/v1.0/healthz");
+    while call(&c, "GET", &health, Bytes::new()).await.0 != 204 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let publish: Arc<dyn Fn(Bytes) -> futures::future::BoxFuture<'static, ()> + Send + Sync> = if grpc {
+        use spindapr_dapr::grpc::pb::runtime as rt;
+        wait_port(grpc_port);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .unwrap();
+        let client = rt::dapr_client::DaprClient::new(channel);
+        Arc::new(move |data: Bytes| {
+            let mut client = client.clone();
+            Box::pin(async move {
+                let req = rt::PublishEventRequest {
+                    pubsub_name: "pubsub".into(),
+                    topic: "bench".into(),
+                    data: data.to_vec(),
+                    data_content_type: "application/json".into(),
+                    metadata: Default::default(),
+                };
+                client.publish_event(req).await.unwrap();
+            })
+        })
+    } else {
+        let url = format!("http://127.0.0.1:{dapr_port}/v1.0/publish/pubsub/bench");
+        Arc::new(move |data: Bytes| {
+            let (c, url) = (c.clone(), url.clone());
+            Box::pin(async move {
+                assert_eq!(call(&c, "POST", &url, data).await.0, 204);
+            })
+        })
+    };
+    PubSubSide { name: if grpc { "gRPC" } else { "HTTP" }, _sidecar: sidecar, seen, publish }
+}
+
+/// One round on one side: publish→deliver p50/p99 one event at a time, then
+/// publishes/s with 8 concurrent publishers for `secs`, and how many of those arrived.
+async fn pubsub_round(side: &PubSubSide, secs: u64) -> (f64, f64, f64, u64, u64) {
+    side.seen.latencies.lock().unwrap().clear();
+    for i in 0..1500u32 {
+        let body = serde_json::json!({"sent_ns": now_ns().to_string(), "measure": i >= 300, "i": i});
+        (side.publish)(Bytes::from(body.to_string())).await;
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut l = side.seen.latencies.lock().unwrap().clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    let before = side.seen.delivered.load(Ordering::Relaxed);
+    let sent = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (publish, sent) = (side.publish.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let i = sent.fetch_add(1, Ordering::Relaxed);
+                publish(Bytes::from(format!(r#"{{"sent_ns":"0","measure":false,"i":{i}}}"#))).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let published = sent.load(Ordering::Relaxed);
+    let got = side.seen.delivered.load(Ordering::Relaxed) - before;
+    (percentile(&l, 0.5), percentile(&l, 0.99), published as f64 / secs as f64, got, published)
+}
+
+async fn bench_grpc(rounds: usize, secs: u64) {
+    println!("\n## publish→deliver over gRPC vs HTTP (in-memory pub/sub; sidecars on CPU 0, publishers and subscribers here on CPU 1)");
+    println!(
+        "gRPC: PublishEvent over one HTTP/2 connection, delivery by OnTopicEvent; HTTP: POST /v1.0/publish over pooled HTTP/1.1 connections, delivery by POST."
+    );
+    println!("| round | side | publish→deliver p50 µs | p99 µs | publishes/s (8 publishers) | delivered / published |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let sides = [pubsub_side(false).await, pubsub_side(true).await];
+    let mut summary: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]), (vec![], vec![])];
+    for round in 1..=rounds {
+        for (i, side) in sides.iter().enumerate() {
+            let (p50, p99, rps, got, published) = pubsub_round(side, secs).await;
+            summary[i].0.push(p50);
+            summary[i].1.push(rps);
+            println!("| {round} | {} | {p50:.0} | {p99:.0} | {rps:.0} | {got} / {published} |", side.name);
+        }
+    }
+    println!("\nmedian (min–max) over the rounds:");
+    for (i, side) in sides.iter().enumerate() {
+        println!("- {}: p50 {} µs; {} publishes/s", side.name, spread(&summary[i].0), spread(&summary[i].1));
+    }
+    let ratio: Vec<f64> = summary[1].1.iter().zip(&summary[0].1).map(|(g, h)| g / h).collect();
+    println!("- gRPC/HTTP publishes/s per round: {}", ratio.iter().map(|r| format!("{r:.2}×")).collect::<Vec<_>>().join(", "));
 }
 
 /// `spindapr up` on the repo's spin.toml (in-memory resources) pinned to CPU 0.
@@ -1212,13 +1414,14 @@ fn main() {
         "todo" => rt.block_on(bench_todo()),
         "soak" => rt.block_on(bench_soak()),
         "tracing" => rt.block_on(bench_tracing(3, 5)),
+        "grpc" => rt.block_on(bench_grpc(3, 3)),
         "all" => {
             bench_host();
             rt.block_on(bench_sidecars());
             rt.block_on(bench_todo());
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: use host, sidecar, todo, tracing, soak or all");
+            eprintln!("unknown benchmark {other:?}: use host, sidecar, todo, tracing, grpc, soak or all");
             std::process::exit(2);
         }
     }

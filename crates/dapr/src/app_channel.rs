@@ -109,7 +109,8 @@ impl AppChannel {
         self.grpc.is_some()
     }
 
-    /// A gRPC request carrying the channel's own metadata (`dapr-app-id`, APP_API_TOKEN).
+    /// A gRPC request carrying `headers` and APP_API_TOKEN as `dapr-api-token` (daprd's
+    /// gRPC channel sends no `dapr-app-id`).
     pub(crate) fn grpc_request<T>(&self, body: T, headers: &[(String, String)]) -> tonic::Request<T> {
         let mut req = tonic::Request::new(body);
         let md = req.metadata_mut();
@@ -117,9 +118,6 @@ impl AppChannel {
             if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(), v.parse()) {
                 md.insert(k, v);
             }
-        }
-        if let Ok(v) = self.app_id.parse() {
-            md.insert("dapr-app-id", v);
         }
         if let Some(t) = self.token.as_deref().and_then(|t| t.parse().ok()) {
             md.insert("dapr-api-token", t);
