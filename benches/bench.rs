@@ -686,7 +686,9 @@ struct PubSubSide {
     publish: Arc<dyn Fn(Bytes) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
 }
 
-async fn pubsub_side(grpc: bool) -> PubSubSide {
+/// A side publishing over gRPC or HTTP (`grpc_publish`) to an app called over gRPC or
+/// HTTP (`grpc`).
+async fn pubsub_side(name: &'static str, grpc: bool, grpc_publish: bool) -> PubSubSide {
     let (app_port, dapr_port, grpc_port) = (free_port(), free_port(), free_port());
     let seen = if grpc { grpc_subscriber(app_port).await } else { http_subscriber(app_port).await };
     let mut args: Vec<String> = ["sidecar", "--app-id", "bench", "--enable-metrics=false"].iter().map(|s| s.to_string()).collect();
@@ -698,7 +700,7 @@ async fn pubsub_side(grpc: bool) -> PubSubSide {
     while call(&c, "GET", &health, Bytes::new()).await.0 != 204 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let publish: Arc<dyn Fn(Bytes) -> futures::future::BoxFuture<'static, ()> + Send + Sync> = if grpc {
+    let publish: Arc<dyn Fn(Bytes) -> futures::future::BoxFuture<'static, ()> + Send + Sync> = if grpc_publish {
         use spindapr_dapr::grpc::pb::runtime as rt;
         wait_port(grpc_port);
         let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))
@@ -730,7 +732,7 @@ async fn pubsub_side(grpc: bool) -> PubSubSide {
             })
         })
     };
-    PubSubSide { name: if grpc { "gRPC" } else { "HTTP" }, _sidecar: sidecar, seen, publish }
+    PubSubSide { name, _sidecar: sidecar, seen, publish }
 }
 
 /// One round on one side: publish→deliver p50/p99 one event at a time, then
@@ -770,12 +772,16 @@ async fn pubsub_round(side: &PubSubSide, secs: u64) -> (f64, f64, f64, u64, u64)
 async fn bench_grpc(rounds: usize, secs: u64) {
     println!("\n## publish→deliver over gRPC vs HTTP (in-memory pub/sub; sidecars on CPU 0, publishers and subscribers here on CPU 1)");
     println!(
-        "gRPC: PublishEvent over one HTTP/2 connection, delivery by OnTopicEvent; HTTP: POST /v1.0/publish over pooled HTTP/1.1 connections, delivery by POST."
+        "gRPC: PublishEvent over one HTTP/2 connection, delivery by OnTopicEvent; HTTP: POST /v1.0/publish over pooled HTTP/1.1 connections, delivery by POST; the third side mixes them."
     );
     println!("| round | side | publish→deliver p50 µs | p99 µs | publishes/s (8 publishers) | delivered / published |");
     println!("|---:|---|---:|---:|---:|---:|");
-    let sides = [pubsub_side(false).await, pubsub_side(true).await];
-    let mut summary: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]), (vec![], vec![])];
+    let sides = [
+        pubsub_side("HTTP", false, false).await,
+        pubsub_side("gRPC", true, true).await,
+        pubsub_side("HTTP publish, gRPC app", true, false).await,
+    ];
+    let mut summary: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); sides.len()];
     for round in 1..=rounds {
         for (i, side) in sides.iter().enumerate() {
             let (p50, p99, rps, got, published) = pubsub_round(side, secs).await;

@@ -143,3 +143,109 @@ fn shutdown_api_stops_the_sidecar() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A gRPC app (AppCallback) that answers each event by its data: `ok`, `drop`,
+/// `unimplemented` (UNIMPLEMENTED), `fail` (INTERNAL); it records every call.
+async fn grpc_app(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<(String, String, rt::TopicEventRequest)>>> {
+    type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String, rt::TopicEventRequest)>>>;
+    struct App(Calls);
+    #[tonic::async_trait]
+    impl rt::app_callback_server::AppCallback for App {
+        async fn list_topic_subscriptions(
+            &self,
+            _: tonic::Request<()>,
+        ) -> Result<tonic::Response<rt::ListTopicSubscriptionsResponse>, tonic::Status> {
+            let subs = vec![
+                rt::TopicSubscription {
+                    pubsub_name: "pubsub".into(),
+                    topic: "t".into(),
+                    dead_letter_topic: "dlq".into(),
+                    ..Default::default()
+                },
+                rt::TopicSubscription {
+                    pubsub_name: "pubsub".into(),
+                    topic: "dlq".into(),
+                    routes: Some(rt::TopicRoutes { rules: vec![], default: "/dead".into() }),
+                    ..Default::default()
+                },
+            ];
+            Ok(tonic::Response::new(rt::ListTopicSubscriptionsResponse { subscriptions: subs }))
+        }
+        async fn on_topic_event(
+            &self,
+            req: tonic::Request<rt::TopicEventRequest>,
+        ) -> Result<tonic::Response<rt::TopicEventResponse>, tonic::Status> {
+            let pubsubname = req.metadata().get("pubsubname").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let r = req.into_inner();
+            let data = String::from_utf8_lossy(&r.data).into_owned();
+            self.0.lock().unwrap().push((r.topic.clone(), pubsubname, r.clone()));
+            use rt::topic_event_response::TopicEventResponseStatus as S;
+            let status = match (r.topic.as_str(), data.as_str()) {
+                ("dlq", _) | (_, "ok") => S::Success,
+                (_, "drop") => S::Drop,
+                (_, "unimplemented") => return Err(tonic::Status::unimplemented("no handler")),
+                _ => return Err(tonic::Status::internal("handler failed")),
+            };
+            Ok(tonic::Response::new(rt::TopicEventResponse { status: status as i32 }))
+        }
+    }
+    let calls: Calls = Default::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let svc = rt::app_callback_server::AppCallbackServer::new(App(calls.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_app_gets_daprds_event_and_its_answers_drive_retries_and_dead_letters() {
+    let port = free_port();
+    let calls = grpc_app(port).await;
+    let res = tempfile::tempdir().unwrap();
+    std::fs::write(
+        res.path().join("c.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n\
+         ---\napiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      twice:\n        policy: constant\n        duration: 10ms\n        maxRetries: 2\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: twice\n",
+    )
+    .unwrap();
+    let host = HostBuilder::sidecar(&["--app-id", "g", "--app-protocol", "grpc", "--app-port", &port.to_string(), "--resources-path"])
+        .arg(res.path())
+        .start();
+    wait_healthy(&host, Duration::from_secs(10));
+    let mut cl = client(&host).await;
+    for data in ["ok", "drop", "unimplemented", "fail"] {
+        let mut req = publish(data.as_bytes().to_vec());
+        req.data_content_type = "text/plain".into();
+        req.metadata.insert("cloudevent.subject".into(), "s".into());
+        cl.publish_event(req).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = || calls.lock().unwrap().iter().filter(|(t, _, _)| t == "dlq").count();
+    while dead() < 2 {
+        assert!(Instant::now() < deadline, "dead letters never arrived: {:?}\n{}", calls.lock().unwrap(), host.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = calls.lock().unwrap().clone();
+    let on_t = |d: &str| calls.iter().filter(|(t, _, r)| t == "t" && r.data == d.as_bytes()).count();
+    assert_eq!((on_t("ok"), on_t("drop"), on_t("unimplemented"), on_t("fail")), (1, 1, 1, 3), "a failure is retried by the policy (1 + 2)");
+    let mut dead: Vec<String> =
+        calls.iter().filter(|(t, _, _)| t == "dlq").map(|(_, _, r)| String::from_utf8_lossy(&r.data).into_owned()).collect();
+    dead.sort();
+    assert_eq!(dead, ["drop", "fail"], "DROP and a failure dead-letter; UNIMPLEMENTED is acknowledged without");
+    // daprd's TopicEventRequest: the CloudEvent's fields, the rest as extensions.
+    let (_, pubsubname, ok) = calls.iter().find(|(t, _, r)| t == "t" && r.data == b"ok").unwrap();
+    assert_eq!(pubsubname, "pubsub");
+    assert_eq!((ok.source.as_str(), ok.r#type.as_str(), ok.spec_version.as_str()), ("g", "com.dapr.event.sent", "1.0"));
+    assert_eq!((ok.data_content_type.as_str(), ok.pubsub_name.as_str(), ok.path.as_str()), ("text/plain", "pubsub", ""));
+    let ext = &ok.extensions.as_ref().unwrap().fields;
+    let s = |k: &str| match ext.get(k).and_then(|v| v.kind.clone()) {
+        Some(prost_types::value::Kind::StringValue(s)) => s,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!((s("topic"), s("pubsubname"), s("subject")), ("t".into(), "pubsub".into(), "s".into()));
+    assert!(ext.contains_key("traceid") && ext.contains_key("time") && !ext.contains_key("data") && !ext.contains_key("id"));
+    let (_, _, d) = calls.iter().find(|(t, _, r)| t == "dlq" && r.data == b"drop").unwrap();
+    assert_eq!(d.path, "/dead", "the dead-letter subscription's default route");
+}

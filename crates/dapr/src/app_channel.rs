@@ -76,6 +76,10 @@ impl AppTransport for HttpTransport {
     }
 }
 
+/// The gRPC client of the app: hyper's pooled HTTP/2 (h2c) client straight under the
+/// generated stub — no tower buffer task between a delivery and its connection.
+pub(crate) type GrpcAppClient = crate::grpc::pb::runtime::app_callback_client::AppCallbackClient<Client<HttpConnector, tonic::body::Body>>;
+
 /// The app as the sidecar calls it.
 pub struct AppChannel {
     transport: Arc<dyn AppTransport>,
@@ -83,7 +87,7 @@ pub struct AppChannel {
     app_id: String,
     token: Option<String>,
     /// With `--app-protocol grpc`: the app's AppCallback service.
-    grpc: Option<crate::grpc::pb::runtime::app_callback_client::AppCallbackClient<tonic::transport::Channel>>,
+    grpc: Option<GrpcAppClient>,
 }
 
 impl AppChannel {
@@ -96,12 +100,19 @@ impl AppChannel {
     /// The same app, called over gRPC (h2c) instead: subscriptions and deliveries go to
     /// its AppCallback service. The connection is made on first use.
     pub fn over_grpc(mut self) -> anyhow::Result<Self> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.authority))
-            .map_err(|e| anyhow::anyhow!("the app's gRPC address {}: {e}", self.authority))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5));
-        self.grpc = Some(crate::grpc::pb::runtime::app_callback_client::AppCallbackClient::new(endpoint.connect_lazy()));
+        let origin: http::Uri =
+            format!("http://{}", self.authority).parse().map_err(|e| anyhow::anyhow!("the app's gRPC address {}: {e}", self.authority))?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+        self.grpc = Some(crate::grpc::pb::runtime::app_callback_client::AppCallbackClient::with_origin(client, origin));
         Ok(self)
+    }
+
+    /// The app's `host:port`.
+    pub(crate) fn authority(&self) -> &str {
+        &self.authority
     }
 
     /// Whether the app is called over gRPC.
@@ -126,9 +137,7 @@ impl AppChannel {
     }
 
     /// The app's AppCallback client (gRPC channel only).
-    pub(crate) fn grpc_client(
-        &self,
-    ) -> Result<crate::grpc::pb::runtime::app_callback_client::AppCallbackClient<tonic::transport::Channel>, TransportError> {
+    pub(crate) fn grpc_client(&self) -> Result<GrpcAppClient, TransportError> {
         self.grpc.clone().ok_or_else(|| TransportError("the app is not called over gRPC".into()))
     }
 

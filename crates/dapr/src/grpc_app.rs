@@ -126,11 +126,14 @@ pub fn subscription_from(t: rt::TopicSubscription) -> Subscription {
 
 impl AppChannel {
     /// `ListTopicSubscriptions`: the app's subscriptions (none when it answers
-    /// UNIMPLEMENTED). A connection failure is an error (the app is not up yet); other
-    /// errors are retried three times, as daprd's built-in initialisation policy, then
-    /// the app is taken to declare none.
+    /// UNIMPLEMENTED). As daprd, the app's port is waited for first (an error while it is
+    /// closed: the caller tries again); then failures are retried three times, as daprd's
+    /// built-in initialisation policy, after which the app is taken to declare none.
     pub async fn list_topic_subscriptions(&self) -> Result<Vec<Subscription>, TransportError> {
         let mut client = self.grpc_client()?;
+        tokio::net::TcpStream::connect(self.authority())
+            .await
+            .map_err(|e| TransportError(format!("the app's port {} is not open yet: {e}", self.authority())))?;
         let mut failures = 0;
         loop {
             match client.list_topic_subscriptions(self.grpc_request((), &[])).await {
@@ -138,9 +141,6 @@ impl AppChannel {
                 Err(s) if s.code() == tonic::Code::Unimplemented => {
                     tracing::info!("the app does not implement ListTopicSubscriptions: no programmatic subscriptions");
                     return Ok(Vec::new());
-                }
-                Err(s) if s.code() == tonic::Code::Unavailable => {
-                    return Err(TransportError(format!("the app is not reachable: {}", s.message())));
                 }
                 Err(s) => {
                     failures += 1;
