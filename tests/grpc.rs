@@ -249,3 +249,18 @@ async fn a_grpc_app_gets_daprds_event_and_its_answers_drive_retries_and_dead_let
     let (_, _, d) = calls.iter().find(|(t, _, r)| t == "dlq" && r.data == b"drop").unwrap();
     assert_eq!(d.path, "/dead", "the dead-letter subscription's default route");
 }
+
+#[test]
+fn up_hands_components_the_grpc_port_as_dapr_run_does() {
+    let probe = guest_wasm("spin-probe");
+    let manifest = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"g\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"probe\"\n[component.probe]\nsource = \"{}\"\n",
+        probe.display()
+    );
+    let dir = app_dir(&[("spin.toml", &manifest)]);
+    let host = HostBuilder::new(&dir.path().join("spin.toml")).start();
+    let grpc = host.grpc_addr(Duration::from_secs(10));
+    let port = grpc.rsplit(':').next().unwrap().to_string();
+    assert_eq!(get(&host.url("/env?name=DAPR_GRPC_PORT")).json()["value"], port.as_str());
+    assert_eq!(get(&host.url("/env?name=DAPR_GRPC_ENDPOINT")).json()["value"], format!("http://127.0.0.1:{port}").as_str());
+}
