@@ -669,6 +669,12 @@ async fn grpc_subscriber(port: u16) -> Seen {
             self.0.record(&data);
             Ok(tonic::Response::new(rt::TopicEventResponse { status: 0 }))
         }
+        async fn on_bulk_topic_event(
+            &self,
+            _: tonic::Request<rt::TopicEventBulkRequest>,
+        ) -> Result<tonic::Response<rt::TopicEventBulkResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no bulk subscriptions here"))
+        }
     }
     let seen = Seen::default();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();

@@ -168,6 +168,13 @@ async fn grpc_app(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<(String, Str
                     routes: Some(rt::TopicRoutes { rules: vec![], default: "/dead".into() }),
                     ..Default::default()
                 },
+                rt::TopicSubscription {
+                    pubsub_name: "pubsub".into(),
+                    topic: "bulk".into(),
+                    dead_letter_topic: "dlq".into(),
+                    bulk_subscribe: Some(rt::BulkSubscribeConfig { enabled: true, max_messages_count: 3, max_await_duration_ms: 200 }),
+                    ..Default::default()
+                },
             ];
             Ok(tonic::Response::new(rt::ListTopicSubscriptionsResponse { subscriptions: subs }))
         }
@@ -187,6 +194,32 @@ async fn grpc_app(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<(String, Str
                 _ => return Err(tonic::Status::internal("handler failed")),
             };
             Ok(tonic::Response::new(rt::TopicEventResponse { status: status as i32 }))
+        }
+        async fn on_bulk_topic_event(
+            &self,
+            req: tonic::Request<rt::TopicEventBulkRequest>,
+        ) -> Result<tonic::Response<rt::TopicEventBulkResponse>, tonic::Status> {
+            use rt::topic_event_bulk_request_entry::Event;
+            use rt::topic_event_response::TopicEventResponseStatus as S;
+            let r = req.into_inner();
+            let mut statuses = Vec::new();
+            for e in &r.entries {
+                let Some(Event::CloudEvent(ce)) = &e.event else { return Err(tonic::Status::invalid_argument("not a CloudEvent")) };
+                let data = String::from_utf8_lossy(&ce.data).into_owned();
+                let one = rt::TopicEventRequest {
+                    id: ce.id.clone(),
+                    data: ce.data.clone(),
+                    data_content_type: ce.data_content_type.clone(),
+                    r#type: r.r#type.clone(),
+                    pubsub_name: r.pubsub_name.clone(),
+                    path: r.path.clone(),
+                    ..Default::default()
+                };
+                self.0.lock().unwrap().push((r.topic.clone(), "bulk".into(), one));
+                let status = if data == "drop" { S::Drop } else { S::Success };
+                statuses.push(rt::TopicEventBulkResponseEntry { entry_id: e.entry_id.clone(), status: status as i32 });
+            }
+            Ok(tonic::Response::new(rt::TopicEventBulkResponse { statuses }))
         }
     }
     let calls: Calls = Default::default();
@@ -248,6 +281,44 @@ async fn a_grpc_app_gets_daprds_event_and_its_answers_drive_retries_and_dead_let
     assert!(ext.contains_key("traceid") && ext.contains_key("time") && !ext.contains_key("data") && !ext.contains_key("id"));
     let (_, _, d) = calls.iter().find(|(t, _, r)| t == "dlq" && r.data == b"drop").unwrap();
     assert_eq!(d.path, "/dead", "the dead-letter subscription's default route");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_apps_bulk_subscription_gets_batches_through_on_bulk_topic_event() {
+    let port = free_port();
+    let calls = grpc_app(port).await;
+    let host = HostBuilder::sidecar(&["--app-id", "g", "--app-protocol", "grpc", "--app-port", &port.to_string()]).start();
+    wait_healthy(&host, Duration::from_secs(10));
+    let mut cl = client(&host).await;
+    for data in ["a", "b", "drop"] {
+        let req = rt::PublishEventRequest {
+            pubsub_name: "pubsub".into(),
+            topic: "bulk".into(),
+            data: data.into(),
+            data_content_type: "text/plain".into(),
+            ..Default::default()
+        };
+        cl.publish_event(req).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !calls.lock().unwrap().iter().any(|(t, _, r)| t == "dlq" && r.data == b"drop") {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped bulk entry never reached the dead-letter topic: {:?}\n{}",
+            calls.lock().unwrap(),
+            host.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    let bulk: Vec<&rt::TopicEventRequest> = calls.iter().filter(|(t, how, _)| t == "bulk" && how == "bulk").map(|(_, _, r)| r).collect();
+    let mut data: Vec<String> = bulk.iter().map(|r| String::from_utf8_lossy(&r.data).into_owned()).collect();
+    data.sort();
+    assert_eq!(data, ["a", "b", "drop"], "each entry delivered once, in a batch");
+    assert!(
+        bulk.iter().all(|r| r.r#type == "com.dapr.event.sent.bulk" && r.pubsub_name == "pubsub" && r.data_content_type == "text/plain")
+    );
+    assert!(!calls.iter().any(|(t, how, _)| t == "bulk" && how != "bulk"), "no one-by-one delivery for a bulk subscription");
 }
 
 #[test]

@@ -80,14 +80,35 @@ impl AppTransport for HttpTransport {
 /// generated stub — no tower buffer task between a delivery and its connection.
 pub(crate) type GrpcAppClient = crate::grpc::pb::runtime::app_callback_client::AppCallbackClient<Client<HttpConnector, tonic::body::Body>>;
 
+/// The app's gRPC connection pool and address, for the AppCallback stubs.
+#[derive(Clone)]
+pub(crate) struct GrpcApp {
+    client: Client<HttpConnector, tonic::body::Body>,
+    origin: http::Uri,
+}
+
+impl GrpcApp {
+    /// The `AppCallback` stub.
+    pub(crate) fn callback(&self) -> GrpcAppClient {
+        GrpcAppClient::with_origin(self.client.clone(), self.origin.clone())
+    }
+
+    /// The `AppCallbackAlpha` stub (the older bulk method).
+    pub(crate) fn alpha(
+        &self,
+    ) -> crate::grpc::pb::runtime::app_callback_alpha_client::AppCallbackAlphaClient<Client<HttpConnector, tonic::body::Body>> {
+        crate::grpc::pb::runtime::app_callback_alpha_client::AppCallbackAlphaClient::with_origin(self.client.clone(), self.origin.clone())
+    }
+}
+
 /// The app as the sidecar calls it.
 pub struct AppChannel {
     transport: Arc<dyn AppTransport>,
     authority: String,
     app_id: String,
     token: Option<String>,
-    /// With `--app-protocol grpc`: the app's AppCallback service.
-    grpc: Option<GrpcAppClient>,
+    /// With `--app-protocol grpc`: the app's AppCallback services.
+    grpc: Option<GrpcApp>,
 }
 
 impl AppChannel {
@@ -106,7 +127,7 @@ impl AppChannel {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        self.grpc = Some(crate::grpc::pb::runtime::app_callback_client::AppCallbackClient::with_origin(client, origin));
+        self.grpc = Some(GrpcApp { client, origin });
         Ok(self)
     }
 
@@ -138,7 +159,12 @@ impl AppChannel {
 
     /// The app's AppCallback client (gRPC channel only).
     pub(crate) fn grpc_client(&self) -> Result<GrpcAppClient, TransportError> {
-        self.grpc.clone().ok_or_else(|| TransportError("the app is not called over gRPC".into()))
+        self.grpc_app().map(GrpcApp::callback)
+    }
+
+    /// The app's gRPC connection (gRPC channel only).
+    pub(crate) fn grpc_app(&self) -> Result<&GrpcApp, TransportError> {
+        self.grpc.as_ref().ok_or_else(|| TransportError("the app is not called over gRPC".into()))
     }
 
     async fn call(&self, req: http::request::Builder, body: Bytes) -> Result<(u16, Bytes), TransportError> {

@@ -100,6 +100,10 @@ struct Entry {
     /// The message's metadata, rendered as a Go map.
     metadata: String,
     content_type: &'static str,
+    /// For a gRPC app: the CloudEvent, or the raw payload.
+    ce: Option<Value>,
+    raw: Option<Bytes>,
+    md: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything a bulk subscription's batches need.
@@ -208,7 +212,15 @@ impl BulkDelivery {
                 crate::cloudevents::write_string(&mut event, &base64::engine::general_purpose::STANDARD.encode(&m.data));
                 (
                     Value::String(String::from_utf8_lossy(&m.data).into_owned()),
-                    Entry { id, event, metadata, content_type: "application/octet-stream" },
+                    Entry {
+                        id,
+                        event,
+                        metadata,
+                        content_type: "application/octet-stream",
+                        ce: None,
+                        raw: Some(m.data.clone()),
+                        md: m.metadata.clone(),
+                    },
                 )
             } else {
                 match serde_json::from_slice::<Value>(&m.data) {
@@ -223,7 +235,16 @@ impl BulkDelivery {
                             continue;
                         }
                         let event = String::from_utf8_lossy(&crate::cloudevents::value_to_go_json(&v)).into_owned();
-                        (v, Entry { id, event, metadata, content_type: crate::cloudevents::CLOUDEVENT_CONTENT_TYPE })
+                        let entry = Entry {
+                            id,
+                            event,
+                            metadata,
+                            content_type: crate::cloudevents::CLOUDEVENT_CONTENT_TYPE,
+                            ce: Some(v.clone()),
+                            raw: None,
+                            md: m.metadata.clone(),
+                        };
+                        (v, entry)
                     }
                     other => {
                         let why = match other {
@@ -298,10 +319,14 @@ impl BulkDelivery {
             .run(|_| async {
                 let now_pending = pending.lock().map(|p| p.clone()).unwrap_or_default();
                 let sent: Vec<&Entry> = now_pending.iter().filter_map(|i| entries[*i].as_ref()).collect();
-                let body = self.render(&envelope_id, &sent);
-                let answer = self.app.post(path, "application/json", body, &headers).await;
                 let ids: Vec<&str> = sent.iter().map(|e| e.id.as_str()).collect();
-                let outcomes = interpret_bulk(answer.as_ref().map(|(s, b)| (*s, b.as_ref())).map_err(|e| e.to_string()), &ids);
+                let outcomes = if self.app.is_grpc() {
+                    self.grpc_attempt(&envelope_id, path, &sent, &ids).await
+                } else {
+                    let body = self.render(&envelope_id, &sent);
+                    let answer = self.app.post(path, "application/json", body, &headers).await;
+                    interpret_bulk(answer.as_ref().map(|(s, b)| (*s, b.as_ref())).map_err(|e| e.to_string()), &ids)
+                };
                 let mut still = Vec::new();
                 let mut last_err = String::new();
                 for (i, outcome) in now_pending.iter().copied().zip(outcomes) {
@@ -357,6 +382,28 @@ impl BulkDelivery {
             }
             why
         })
+    }
+
+    /// One attempt over the gRPC channel: daprd's TopicEventBulkRequest for `sent`.
+    async fn grpc_attempt(&self, envelope_id: &str, path: &str, sent: &[&Entry], ids: &[&str]) -> Vec<EntryOutcome> {
+        let sub = &self.route.sub;
+        let mut entries = Vec::with_capacity(sent.len());
+        for e in sent {
+            match crate::grpc_app::bulk_entry(&e.id, e.ce.as_ref(), e.raw.as_ref(), e.content_type, &e.md) {
+                Ok(entry) => entries.push(entry),
+                Err(why) => return vec![EntryOutcome::Retry(why); ids.len()],
+            }
+        }
+        let req = crate::grpc::pb::runtime::TopicEventBulkRequest {
+            id: envelope_id.to_string(),
+            entries,
+            metadata: [("pubsubName".to_string(), sub.pubsub.clone())].into_iter().collect(),
+            topic: sub.topic.clone(),
+            pubsub_name: sub.pubsub.clone(),
+            r#type: BULK_EVENT_TYPE.into(),
+            path: path.to_string(),
+        };
+        self.app.on_bulk_topic_event(req, ids, &[("pubsubname".to_string(), sub.pubsub.clone())]).await
     }
 
     /// The envelope daprd's NewBulkSubscribeEnvelope makes, as Go marshals it: the

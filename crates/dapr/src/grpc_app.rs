@@ -5,6 +5,8 @@
 //! other content type empty; every other CloudEvent field under `extensions`), answered
 //! SUCCESS / RETRY / DROP; UNIMPLEMENTED acknowledges the message with no dead letter,
 //! any other gRPC error is a status-code failure for Resiliency's `gRPCStatusCodes`.
+//! Bulk subscriptions go as `OnBulkTopicEvent` (then `OnBulkTopicEventAlpha1` when that is
+//! UNIMPLEMENTED; both UNIMPLEMENTED acknowledges the batch as dropped), read per entry.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::app_channel::{AppChannel, TransportError};
+use crate::bulk::EntryOutcome;
 use crate::grpc::pb::runtime as rt;
 use crate::resources::{self, Subscription};
 
@@ -96,6 +99,40 @@ pub fn topic_event_request(event: &Value, topic: &str, pubsub: &str, path: &str)
     })
 }
 
+/// One bulk entry: the CloudEvent's fields as a TopicEventCERequest, or a raw payload's
+/// bytes.
+pub fn bulk_entry(
+    entry_id: &str,
+    event: Option<&Value>,
+    raw: Option<&bytes::Bytes>,
+    content_type: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Result<rt::TopicEventBulkRequestEntry, String> {
+    use rt::topic_event_bulk_request_entry::Event;
+    let event = match (raw, event) {
+        (Some(b), _) => Event::Bytes(b.to_vec()),
+        (None, Some(ce)) => {
+            let r = topic_event_request(ce, "", "", "")?;
+            Event::CloudEvent(rt::TopicEventCeRequest {
+                id: r.id,
+                source: r.source,
+                r#type: r.r#type,
+                spec_version: r.spec_version,
+                data_content_type: r.data_content_type,
+                data: r.data,
+                extensions: r.extensions,
+            })
+        }
+        (None, None) => return Err("the entry has no event".into()),
+    };
+    Ok(rt::TopicEventBulkRequestEntry {
+        entry_id: entry_id.to_string(),
+        event: Some(event),
+        content_type: content_type.to_string(),
+        metadata: metadata.clone().into_iter().collect(),
+    })
+}
+
 /// A subscription the app listed, as daprd's gRPC loader reads it: no routes is one
 /// rule with the empty path; each rule's match trimmed; `default` appended as a last rule.
 pub fn subscription_from(t: rt::TopicSubscription) -> Subscription {
@@ -152,6 +189,66 @@ impl AppChannel {
                 }
             }
         }
+    }
+
+    /// `OnBulkTopicEvent` (or the Alpha method) with `req`: each of the entries `sent`
+    /// as daprd reads the answer — SUCCESS and DROP acknowledged, RETRY, an unknown status
+    /// or no status retried; UNIMPLEMENTED from both methods acknowledges every entry;
+    /// any other error retries them all.
+    pub async fn on_bulk_topic_event(
+        &self,
+        req: rt::TopicEventBulkRequest,
+        sent: &[&str],
+        headers: &[(String, String)],
+    ) -> Vec<EntryOutcome> {
+        let all = |o: EntryOutcome| vec![o; sent.len()];
+        let app = match self.grpc_app() {
+            Ok(a) => a,
+            Err(e) => return all(EntryOutcome::Retry(e.0)),
+        };
+        let mut answer = app.callback().on_bulk_topic_event(self.grpc_request(req.clone(), headers)).await;
+        if matches!(&answer, Err(s) if s.code() == tonic::Code::Unimplemented) {
+            tracing::warn!("the app does not implement OnBulkTopicEvent; falling back to OnBulkTopicEventAlpha1");
+            answer = app.alpha().on_bulk_topic_event_alpha1(self.grpc_request(req, headers)).await;
+        }
+        let statuses = match answer {
+            Ok(r) => r.into_inner().statuses,
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                tracing::warn!("non-retriable error returned from app while processing bulk pub/sub event: {}", s.message());
+                return all(EntryOutcome::Success);
+            }
+            Err(s) => {
+                return all(EntryOutcome::Retry(format!(
+                    "error returned from app while processing bulk pub/sub event: {:?}: {}",
+                    s.code(),
+                    s.message()
+                )));
+            }
+        };
+        use rt::topic_event_response::TopicEventResponseStatus as S;
+        let mut out: Vec<Option<EntryOutcome>> = vec![None; sent.len()];
+        for st in statuses {
+            let Some(i) = sent.iter().position(|id| *id == st.entry_id) else {
+                tracing::warn!(entry_id = %st.entry_id, "invalid entry id received from app while processing pub/sub event");
+                continue;
+            };
+            out[i] = Some(match S::try_from(st.status) {
+                Ok(S::Success) => EntryOutcome::Success,
+                Ok(S::Drop) => EntryOutcome::Drop,
+                Ok(S::Retry) => EntryOutcome::Retry(format!(
+                    "RETRY status returned from app while processing pub/sub event for entry id: {}",
+                    st.entry_id
+                )),
+                Err(_) => EntryOutcome::Retry(format!("unknown status returned from app for entry id {}: {}", st.entry_id, st.status)),
+            });
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    EntryOutcome::Retry("response not received, RETRY required while processing bulk subscribe event".into())
+                })
+            })
+            .collect()
     }
 
     /// `OnTopicEvent` with `req` and the delivery's metadata.

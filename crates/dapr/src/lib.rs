@@ -306,19 +306,7 @@ impl Sidecar {
                 .map(|d| format!("topic {d} is not allowed for app id {}", self.cfg.app_id));
             let route = Route::compile(s.clone())?;
             let policy = self.resiliency.component(&s.pubsub, resiliency::Kind::Pubsub, resiliency::Dir::Inbound);
-            let bulk = match s.bulk {
-                Some(_) if app.is_grpc() => {
-                    tracing::error!(
-                        "subscription {}/{}: bulk subscribe over the gRPC app channel (OnBulkTopicEvent) is not supported by this sidecar; \
-                         messages are delivered one at a time with OnTopicEvent",
-                        s.pubsub,
-                        s.topic
-                    );
-                    None
-                }
-                other => other,
-            };
-            let handler: pubsub::Handler = match bulk {
+            let handler: pubsub::Handler = match s.bulk {
                 Some(config) => bulk::batching_handler(Arc::new(bulk::BulkDelivery {
                     route,
                     pubsub: ps.clone(),
