@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: prepares what the tests need on this machine (the wasm
 # targets — wasip2, and wasip1 for the core-module test — a Redis server, the openssl
-# CLI, Node.js for the Dapr JS SDK interop test, the tansu Kafka broker), starting or
+# CLI, Node.js and Python for the Dapr SDK interop tests, the tansu Kafka broker), starting or
 # installing only what is missing, then runs every test.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -36,6 +36,11 @@ have openssl || apt_install openssl
 echo "== node (the Dapr JS SDK interop test)"
 have node && have npm || apt_install nodejs npm
 node --version
+
+echo "== python3 with venv (the Dapr Python SDK interop test makes target/interop-venv)"
+have python3 || apt_install python3 python3-venv
+python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+python3 --version
 
 echo "== tansu (the Kafka tests' broker)"
 # A Kafka-protocol broker in Rust: no JVM Kafka can be fetched here. Built once per machine.
