@@ -143,21 +143,14 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     println!("Dapr resources: {origin}: {}", sidecar.component_summary().join(", "));
     spawn_subscriptions(sidecar.clone(), false);
     // A signal or the Shutdown API stops both servers.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let requested = sidecar.shutdown_requested();
-    tokio::spawn(async move {
+    let stop = async move {
         tokio::select! {
             _ = shutdown => {},
             _ = requested => {},
         }
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
     };
-    let grpc_task = tokio::spawn(sidecar.clone().serve_grpc(grpc, stopped(stop_rx.clone())));
-    let served = sidecar.serve(listener, stopped(stop_rx)).await;
-    grpc_task.await.context("the gRPC server task failed")??;
+    let served = sidecar.serve_all(listener, Some(grpc), stop).await;
     tokio::task::block_in_place(spindapr_metrics::trace::shutdown);
     served
 }

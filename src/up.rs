@@ -145,13 +145,6 @@ pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, S
             println!("Storing default SQLite data to {}.", sqlite.summary(sqlite::DEFAULT_LABEL).unwrap_or_default());
         }
     }
-    for (k, v) in &o.key_values {
-        key_value
-            .set(key_value::DEFAULT_LABEL, k, v.as_bytes())
-            .await
-            .with_context(|| format!("--key-value {k}=…: setting it in the default store failed"))?;
-    }
-    sqlite.run_statements(&o.sqlite_statements).await?;
     let follow = if o.quiet {
         FollowComponents::None
     } else if o.follow.is_empty() {
@@ -173,8 +166,18 @@ pub async fn prepare(o: &UpOptions, app: manifest::App, dapr_env: Vec<(String, S
         key_value: Arc::new(key_value),
         sqlite: Arc::new(sqlite),
     };
+    let (key_value, sqlite) = (opts.key_value.clone(), opts.sqlite.clone());
     let listen = listen_addr(&o.listen).await?;
+    // The runtime checks the components' store and database labels first; then, as
+    // Spin's hooks, `--key-value` and `--sqlite` run before anything is served.
     let runtime = tokio::task::block_in_place(|| HttpRuntime::new(app, &resolver, opts))?;
+    for (k, v) in &o.key_values {
+        key_value
+            .set(key_value::DEFAULT_LABEL, k, v.as_bytes())
+            .await
+            .with_context(|| format!("--key-value {k}=…: setting it in the default store failed"))?;
+    }
+    sqlite.run_statements(&o.sqlite_statements).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}: is another server using it? pick another with --listen"))?;
@@ -288,10 +291,7 @@ pub async fn run(o: UpOptions) -> anyhow::Result<()> {
     if let Some((sidecar, listener)) = sidecar {
         discovery = Some(spawn_subscriptions(sidecar.clone(), o.quiet));
         requested = Box::pin(sidecar.shutdown_requested());
-        if let Some(g) = grpc_listener {
-            tasks.spawn(sidecar.clone().serve_grpc(g, stopped(stop_rx.clone())));
-        }
-        tasks.spawn(sidecar.serve(listener, stopped(stop_rx.clone())));
+        tasks.spawn(sidecar.serve_all(listener, grpc_listener, stopped(stop_rx.clone())));
     }
     let runtime = p.runtime.clone();
     let app_stopped = stopped(stop_rx.clone());

@@ -62,7 +62,7 @@ impl Watched {
             }
             sources.push((id.clone(), set.build().with_context(|| format!("[component.{id}.build] watch"))?));
         }
-        let artifacts = app.components.values().map(|c| c.source.clone()).collect();
+        let artifacts = app.components.values().map(|c| lexical(&c.source)).collect();
         Ok(Self { manifest: app.manifest_path.clone(), sources, artifacts })
     }
 }
@@ -96,6 +96,22 @@ impl Watched {
         }
         plan
     }
+}
+
+/// `p` with `.` and `..` resolved by its components (the file may not exist yet), so a
+/// source such as `../target/x.wasm` matches the paths the watcher reports.
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -132,10 +148,18 @@ async fn stop_up(child: &mut Child) {
     let _ = child.kill().await;
 }
 
-/// Drops the changes a build just made (its .wasm), letting their events arrive first.
-async fn settle(rx: &mut mpsc::UnboundedReceiver<PathBuf>, debounce: Duration) {
+/// After a build: lets its own writes arrive, drops those (the .wasm files: the restart
+/// that follows is for them) and keeps every other change — a source saved while the
+/// build ran is acted on next.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<PathBuf>, debounce: Duration, watched: &Watched) -> Vec<PathBuf> {
     tokio::time::sleep(debounce).await;
-    while rx.try_recv().is_ok() {}
+    let mut kept = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        if !watched.artifacts.iter().any(|a| *a == p) {
+            kept.push(p);
+        }
+    }
+    kept
 }
 
 fn clear_screen(on: bool) {
@@ -165,22 +189,30 @@ pub async fn run(o: WatchOptions) -> anyhow::Result<()> {
     watcher.watch(&base, notify::RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", base.display()))?;
     // Artifacts may live outside the app folder (a shared target dir).
     for a in &watched.artifacts {
-        if let Some(dir) = a.parent().filter(|d| !d.starts_with(&base) && d.exists()) {
-            let _ = watcher.watch(dir, notify::RecursiveMode::NonRecursive);
+        if let Some(dir) = a.parent().filter(|d| !d.starts_with(&base)) {
+            if let Err(e) = std::fs::create_dir_all(dir)
+                .map_err(notify::Error::io)
+                .and_then(|()| watcher.watch(dir, notify::RecursiveMode::NonRecursive))
+            {
+                eprintln!("cannot watch {}: {e}; changes to its .wasm files restart nothing", dir.display());
+            }
         }
     }
 
     let shutdown = crate::sidecar::shutdown_signal()?;
     tokio::pin!(shutdown);
     clear_screen(o.clear);
-    if !o.skip_build {
-        build(&exe, &manifest_path, &BTreeSet::new()).await?;
-        settle(&mut rx, o.debounce).await;
-    }
-    let mut up = Some(start_up(&exe, &manifest_path, &o.up_args)?);
+    // As `spin watch`: `up` starts once a build has succeeded (with --skip-build, at once).
+    let mut built_once = o.skip_build || build(&exe, &manifest_path, &BTreeSet::new()).await?;
+    let mut carried = if o.skip_build { Vec::new() } else { settle(&mut rx, o.debounce, &watched).await };
+    let mut up = if built_once { Some(start_up(&exe, &manifest_path, &o.up_args)?) } else { None };
     loop {
-        // Wait for a change, gather the rest of the burst, then act once.
-        let first = tokio::select! {
+        // Wait for a change (or take those saved during the last build), gather the rest
+        // of the burst, then act once.
+        let first = if !carried.is_empty() {
+            carried.remove(0)
+        } else {
+            tokio::select! {
             _ = &mut shutdown => break,
             p = rx.recv() => match p { Some(p) => p, None => break },
             status = async { match up.as_mut() { Some(c) => c.wait().await, None => std::future::pending().await } } => {
@@ -188,14 +220,17 @@ pub async fn run(o: WatchOptions) -> anyhow::Result<()> {
                 up = None;
                 continue;
             }
+            }
         };
         let mut paths = vec![first];
+        paths.append(&mut carried);
         let deadline = tokio::time::Instant::now() + o.debounce;
         while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
             paths.push(p);
         }
         let plan = watched.plan(&paths);
-        if !plan.manifest && plan.build.is_empty() && !plan.restart {
+        // A change while `up` is not running (a failed first build, or it exited) starts it.
+        if !plan.manifest && plan.build.is_empty() && !plan.restart && (up.is_some() || !built_once) {
             continue;
         }
         clear_screen(o.clear);
@@ -218,10 +253,13 @@ pub async fn run(o: WatchOptions) -> anyhow::Result<()> {
             true
         };
         // The build's own writes (the .wasm) are what this restart is for.
-        settle(&mut rx, o.debounce).await;
+        if !o.skip_build && (plan.manifest || !plan.build.is_empty()) {
+            carried = settle(&mut rx, o.debounce, &watched).await;
+        }
         if !built {
             continue;
         }
+        built_once = true;
         if let Some(mut child) = up.take() {
             stop_up(&mut child).await;
         }
@@ -259,7 +297,7 @@ command = "true"
 workdir = "a"
 watch = ["src/**/*.rs", "Cargo.toml"]
 [component.b]
-source = "b.wasm"
+source = "a/../b.wasm"
 [component.b.build]
 command = "true"
 "#,
@@ -271,6 +309,7 @@ command = "true"
         assert_eq!(w.plan(&[base.join("src/lib.rs")]), Plan::default(), "globs are taken from the workdir");
         assert!(w.plan(&[base.join("spin.toml")]).manifest);
         assert!(w.plan(&[base.join("b.wasm")]).restart);
+        assert_eq!(lexical(Path::new("/a/b/../c/./d.wasm")), Path::new("/a/c/d.wasm"));
         let skip = Watched::read(&base.join("spin.toml"), true).unwrap();
         assert_eq!(skip.plan(&[base.join("a/src/lib.rs")]), Plan::default(), "--skip-build watches no sources");
     }

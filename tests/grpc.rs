@@ -127,6 +127,15 @@ async fn state_calls_answer_with_daprds_codes_and_details() {
     let items: Vec<(&str, &[u8])> = bulk.get_ref().items.iter().map(|i| (i.key.as_str(), i.data.as_slice())).collect();
     assert_eq!(items, vec![("x", b"v".as_slice()), ("j", b"".as_slice())]);
 
+    // An illegal key anywhere in a bulk delete refuses it before anything is deleted.
+    let e = cl
+        .delete_bulk_state(rt::DeleteBulkStateRequest { store_name: "statestore".into(), states: vec![item("x", b""), item("a||b", b"")] })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), reason(&e).0.as_str()), (Code::InvalidArgument, "DAPR_STATE_ILLEGAL_KEY"));
+    let kept = cl.get_state(rt::GetStateRequest { store_name: "statestore".into(), key: "x".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(kept.get_ref().data, b"v");
+
     let md = cl.get_metadata(rt::GetMetadataRequest {}).await.unwrap().into_inner();
     assert_eq!(md.id, "g");
     assert_eq!(md.extended_metadata["daprRuntimeVersion"], spindapr_dapr::DAPR_VERSION);

@@ -104,8 +104,25 @@ fn is_api_route(segs: &[&str], m: &Method) -> bool {
 }
 
 impl Sidecar {
-    /// Serves the API until `shutdown` resolves.
+    /// Serves the HTTP API until `shutdown` resolves, then closes the components.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        self.serve_all(listener, None, shutdown).await
+    }
+
+    /// Serves the HTTP API and, with a listener for it, the gRPC API until `shutdown`
+    /// resolves; each drains for at most 5 s, and only then are the components closed
+    /// (as daprd stops its API servers before its components).
+    pub async fn serve_all(
+        self: Arc<Self>,
+        http: TcpListener,
+        grpc: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        const DRAIN: Duration = Duration::from_secs(5);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
         let me = self.clone();
         let service_for = move |_client| {
             let me = me.clone();
@@ -114,9 +131,30 @@ impl Sidecar {
                 async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
             })
         };
-        spindapr_server::serve(listener, service_for, shutdown, Duration::from_secs(5)).await;
+        let http_server = spindapr_server::serve(http, service_for, stopped(stop_rx.clone()), DRAIN);
+        let grpc_server = async {
+            let Some(listener) = grpc else { return Ok(()) };
+            let server = self.clone().serve_grpc(listener, stopped(stop_rx.clone()));
+            // tonic waits for every call without a limit: bound the drain as HTTP's.
+            let deadline = async {
+                stopped(stop_rx.clone()).await;
+                tokio::time::sleep(DRAIN).await;
+            };
+            tokio::select! {
+                r = server => r,
+                () = deadline => {
+                    tracing::warn!("gRPC calls still running {} s after shutdown began; stopping without them", DRAIN.as_secs());
+                    Ok(())
+                }
+            }
+        };
+        let signal = async {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let ((), (), grpc_result) = tokio::join!(signal, http_server, grpc_server);
         self.close().await;
-        Ok(())
+        grpc_result
     }
 
     /// Answers one API request, recording daprd's `dapr_http_server_*` metrics.
@@ -210,7 +248,11 @@ impl Sidecar {
             (["v1.0", "healthz", "outbound"], &Method::GET) => empty(StatusCode::NO_CONTENT),
             (["v1.0", "metadata"], &Method::GET) => self.metadata().await,
             (["v1.0", "shutdown"], &Method::POST) => {
-                self.request_shutdown();
+                if header("dapr-force-shutdown").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+                    self.force_shutdown();
+                } else {
+                    self.request_shutdown();
+                }
                 empty(StatusCode::NO_CONTENT)
             }
             (["v1.0-alpha1" | "v1.0", "publish", "bulk", pubsub, topic @ ..], &Method::POST | &Method::PUT) => {
@@ -713,12 +755,17 @@ impl Sidecar {
         }
         self.store(store)?;
         let tx: Tx = serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("failed parsing the transaction: {e}")))?;
-        let mut ops = Vec::with_capacity(tx.operations.len());
-        for op in tx.operations {
-            let r: ItemReq = serde_json::from_value(op.request)
-                .map_err(|e| ApiError::malformed(format!("failed parsing a transaction operation: {e}")))?;
-            ops.push((op.operation, r));
-        }
+        // Each operation's request is parsed when its turn comes (an unsupported
+        // operation before a malformed one is reported first, as daprd's loop does).
+        let ops = tx
+            .operations
+            .into_iter()
+            .map(|op| {
+                let r = serde_json::from_value::<ItemReq>(op.request)
+                    .map_err(|e| ApiError::malformed(format!("failed parsing a transaction operation: {e}")));
+                (op.operation, r)
+            })
+            .collect();
         // daprd gives every operation the request's `metadata.*` query (the query winning).
         self.transact(store, ops, &query_metadata(query), trace).await
     }
@@ -728,7 +775,7 @@ impl Sidecar {
     pub(crate) async fn transact(
         &self,
         store: &str,
-        tx_ops: Vec<(String, ItemReq)>,
+        tx_ops: Vec<(String, Result<ItemReq, ApiError>)>,
         query_md: &BTreeMap<String, String>,
         trace: (&str, &str),
     ) -> Result<(), ApiError> {
@@ -736,7 +783,11 @@ impl Sidecar {
         let mut ops = Vec::new();
         let mut projections: BTreeMap<String, (Payload, BTreeMap<String, String>)> = BTreeMap::new();
         let mut published: Vec<(String, Payload, BTreeMap<String, String>)> = Vec::new();
-        for (operation, mut r) in tx_ops {
+        for (operation, r) in tx_ops {
+            if !matches!(operation.as_str(), "upsert" | "delete") {
+                return Err(ApiError::not_supported_state_operation(&operation));
+            }
+            let mut r = r?;
             r.metadata.extend(query_md.iter().map(|(k, v)| (k.clone(), v.clone())));
             match operation.as_str() {
                 "upsert" => {
@@ -821,7 +872,7 @@ impl Sidecar {
         }
         let (markers, pending) = outbox.prepare(events).await.map_err(|e| {
             tracing::error!(pubsub = %pubsub, "outbox: publishing to the internal topic failed; nothing committed: {e}");
-            ApiError::pubsub_outbox(e)
+            ApiError::pubsub_outbox(&self.cfg.app_id, e)
         })?;
         ops.extend(markers);
         let result = policy.run(|_| async { entry.store.multi(ops.clone()).await.map_err(Failure::Other) }).await;

@@ -193,6 +193,8 @@ impl BulkDelivery {
                 }
             },
         };
+        // Only a gRPC app needs each entry's event and metadata kept apart from the JSON.
+        let grpc = self.app.is_grpc();
         // Per message: None = acked, Some(why) = not processed.
         let mut results: Vec<Option<String>> = vec![None; n];
         // daprd's batch error: the last entry's JSON decoding, then any path's failure.
@@ -218,8 +220,8 @@ impl BulkDelivery {
                         metadata,
                         content_type: "application/octet-stream",
                         ce: None,
-                        raw: Some(m.data.clone()),
-                        md: m.metadata.clone(),
+                        raw: grpc.then(|| m.data.clone()),
+                        md: if grpc { m.metadata.clone() } else { Default::default() },
                     },
                 )
             } else {
@@ -240,9 +242,9 @@ impl BulkDelivery {
                             event,
                             metadata,
                             content_type: crate::cloudevents::CLOUDEVENT_CONTENT_TYPE,
-                            ce: Some(v.clone()),
+                            ce: grpc.then(|| v.clone()),
                             raw: None,
-                            md: m.metadata.clone(),
+                            md: if grpc { m.metadata.clone() } else { Default::default() },
                         };
                         (v, entry)
                     }

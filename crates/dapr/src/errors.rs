@@ -142,8 +142,11 @@ impl ApiError {
         .with_resource("pubsub", pubsub)
         .with_metadata([("appID", app_id.to_string())])
     }
-    pub fn pubsub_outbox(err: impl std::fmt::Display) -> Self {
+    pub fn pubsub_outbox(app_id: &str, err: impl std::fmt::Display) -> Self {
+        let err = err.to_string();
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_PUBLISH_OUTBOX", format!("error while publishing outbox message: {err}"))
+            .with_reason("DAPR_PUBSUB_OUTBOX")
+            .with_metadata([("appID", app_id.to_string()), ("error", err)])
     }
 
     // State.

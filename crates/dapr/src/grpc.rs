@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetail, ErrorDetails, ErrorInfo, ResourceInfo, StatusExt};
 
 use crate::Sidecar;
 use crate::api::{BulkEntry, ItemReq, request_options, trace_context};
@@ -71,23 +71,23 @@ pub(crate) fn status(e: &ApiError) -> Status {
         "ERR_HEALTH_NOT_READY" => Code::Unavailable,
         _ => Code::Internal,
     };
-    let details = match e.reason {
+    // daprd's order: a ResourceInfo (when there is one), then the ErrorInfo.
+    let mut details = Vec::new();
+    match e.reason {
         Some(reason) => {
             // Not-found and not-configured carry no metadata over gRPC.
-            let metadata = match e.code {
-                "ERR_PUBSUB_NOT_FOUND" | "ERR_STATE_STORE_NOT_FOUND" | "ERR_STATE_STORE_NOT_CONFIGURED" => std::collections::HashMap::new(),
+            let metadata: std::collections::HashMap<String, String> = match e.code {
+                "ERR_PUBSUB_NOT_FOUND" | "ERR_STATE_STORE_NOT_FOUND" | "ERR_STATE_STORE_NOT_CONFIGURED" => Default::default(),
                 _ => e.metadata.clone().unwrap_or_default().into_iter().collect(),
             };
-            let mut d = ErrorDetails::new();
             if let Some((kind, name)) = e.resource.as_deref() {
-                d.set_resource_info(*kind, name.clone(), "", e.message.clone());
+                details.push(ErrorDetail::ResourceInfo(ResourceInfo::new(*kind, name.clone(), "", e.message.clone())));
             }
-            d.set_error_info(reason, "dapr.io", metadata);
-            d
+            details.push(ErrorDetail::ErrorInfo(ErrorInfo::new(reason, "dapr.io", metadata)));
         }
-        None => ErrorDetails::with_error_info(e.code, "dapr.io", std::collections::HashMap::new()),
-    };
-    Status::with_error_details(code, e.message.clone(), details)
+        None => details.push(ErrorDetail::ErrorInfo(ErrorInfo::new(e.code, "dapr.io", std::collections::HashMap::new()))),
+    }
+    Status::with_error_details_vec(code, e.message.clone(), details)
 }
 
 fn err(e: ApiError) -> Status {
@@ -224,6 +224,10 @@ impl rt::dapr_server::Dapr for DaprGrpc {
         self.0.store_entry(&r.store_name).map_err(err)?;
         // As daprd's bulk delete: every item is attempted; one failing stops none, and an
         // ETag failure among them decides the code.
+        // Every key is checked before any item is deleted, as daprd converts them all first.
+        if let Some(bad) = r.states.iter().find(|s| s.key.contains("||")) {
+            return Err(err(ApiError::malformed(format!("input key/keyPrefix '{}' can't contain '||'", bad.key))));
+        }
         let mut failed: Vec<ApiError> = Vec::new();
         for s in r.states {
             let etag = s.etag.map(|e| e.value).filter(|e| !e.is_empty());
@@ -252,7 +256,7 @@ impl rt::dapr_server::Dapr for DaprGrpc {
         check_size(&req, self.0.cfg.max_body_size)?;
         let (tp, ts) = trace(&req);
         let r = req.into_inner();
-        let ops = r.operations.into_iter().map(|op| (op.operation_type, item(op.request.unwrap_or_default()))).collect();
+        let ops = r.operations.into_iter().map(|op| (op.operation_type, Ok(item(op.request.unwrap_or_default())))).collect();
         // gRPC's request metadata goes to the store, not into each operation's (HTTP merges).
         self.0.transact(&r.store_name, ops, &BTreeMap::new(), (&tp, &ts)).await.map_err(err)?;
         Ok(Response::new(()))
@@ -289,12 +293,7 @@ impl rt::dapr_server::Dapr for DaprGrpc {
     async fn shutdown(&self, req: Request<rt::ShutdownRequest>) -> Result<Response<()>, Status> {
         let force = req.metadata().get_all("dapr-force-shutdown").iter().any(|v| v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("true")));
         if force {
-            // daprd exits at once (status 1), skipping the graceful stop.
-            tracing::warn!("forced shutdown requested through the API");
-            tokio::spawn(async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                std::process::exit(1);
-            });
+            self.0.force_shutdown();
         } else {
             self.0.request_shutdown();
         }
@@ -411,8 +410,8 @@ impl Sidecar {
         }
     }
 
-    /// Serves the gRPC API on `listener` until `shutdown` resolves.
-    pub async fn serve_grpc(
+    /// Serves the gRPC API on `listener` until `shutdown` resolves (and its calls end).
+    pub(crate) async fn serve_grpc(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,

@@ -168,9 +168,12 @@ impl AppChannel {
     /// built-in initialisation policy, after which the app is taken to declare none.
     pub async fn list_topic_subscriptions(&self) -> Result<Vec<Subscription>, TransportError> {
         let mut client = self.grpc_client()?;
-        tokio::net::TcpStream::connect(self.authority())
-            .await
-            .map_err(|e| TransportError(format!("the app's port {} is not open yet: {e}", self.authority())))?;
+        // daprd's blockUntilAppIsReady: a TCP connect with a 500 ms timeout.
+        match tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(self.authority())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(TransportError(format!("the app's port {} is not open yet: {e}", self.authority()))),
+            Err(_) => return Err(TransportError(format!("the app's port {} did not answer within 500 ms", self.authority()))),
+        }
         let mut failures = 0;
         loop {
             match client.list_topic_subscriptions(self.grpc_request((), &[])).await {

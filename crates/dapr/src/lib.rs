@@ -344,6 +344,16 @@ impl Sidecar {
         self.shutdown.send_replace(true);
     }
 
+    /// `dapr-force-shutdown: true`: exits at once with status 1, skipping the graceful
+    /// stop, as daprd does.
+    pub fn force_shutdown(&self) {
+        tracing::warn!("forced shutdown requested through the API");
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::process::exit(1);
+        });
+    }
+
     /// Resolves once the Shutdown API was called.
     pub fn shutdown_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.shutdown.subscribe();

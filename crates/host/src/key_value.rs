@@ -97,8 +97,10 @@ impl KeyValueStores {
                 }
                 StoreConfig::Redis { url } => {
                     let client = redis::Client::open(url.as_str())
-                        .with_context(|| format!("[key_value_store.{label}]: url {url:?} is not a Redis URL (redis://host:port)"))?;
-                    Backend::Redis { url: url.clone(), client, conn: tokio::sync::OnceCell::new() }
+                        .with_context(|| format!("[key_value_store.{label}]: the url is not a Redis URL (redis://host:port)"))?;
+                    // Only host and port are ever shown: the URL may hold a password.
+                    let addr = client.get_connection_info().addr().to_string();
+                    Backend::Redis { url: addr, client, conn: tokio::sync::OnceCell::new() }
                 }
             };
             stores.insert(label.clone(), Arc::new(backend));
@@ -142,7 +144,8 @@ enum Backend {
     /// Spin's SQLite store: one table shared by every label in the file, rows keyed by
     /// (store label, key); the connection is opened on first use.
     Sqlite { label: String, path: Option<PathBuf>, conn: OnceLock<Arc<Mutex<rusqlite::Connection>>> },
-    /// A Redis server; the keys are the server's keys, unprefixed, as Spin's.
+    /// A Redis server; the keys are the server's keys, unprefixed, as Spin's. `url` is its
+    /// address for messages (no credentials).
     Redis { url: String, client: redis::Client, conn: tokio::sync::OnceCell<redis::aio::ConnectionManager> },
 }
 

@@ -210,7 +210,7 @@ impl HttpRuntime {
 
         let ids: Vec<String> = app.components.keys().cloned().collect();
         check_labels(&app, &opts)?;
-        let mut stubbed = std::collections::HashSet::new();
+        let mut stubbed: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
         let mut components = HashMap::new();
         for (id, c) in &app.components {
             let variables = ComponentVariables::resolve(&app, id, resolver)

@@ -64,21 +64,28 @@ pub fn unoffered_imports(engine: &Engine, component: &Component) -> Vec<String> 
 }
 
 /// Links stubs for `component`'s unoffered Spin imports not yet in `linker` (`linked`
-/// remembers which), and returns their names for the start-up warning.
+/// remembers each interface's functions and resources already stubbed: another
+/// component may import other functions of the same interface), and returns their names
+/// for the start-up warning.
 pub fn link_unoffered(
     linker: &mut Linker<HostState>,
     engine: &Engine,
     component: &Component,
-    linked: &mut HashSet<String>,
+    linked: &mut HashSet<(String, String)>,
 ) -> anyhow::Result<Vec<String>> {
     let names = unoffered_imports(engine, component);
     for (name, item) in component.component_type().imports(engine) {
         let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
-        if !names.iter().any(|n| n == name) || !linked.insert(name.to_string()) {
+        if !names.iter().any(|n| n == name) {
+            continue;
+        }
+        let missing: Vec<_> =
+            instance.exports(engine).filter(|(export, _)| !linked.contains(&(name.to_string(), export.to_string()))).collect();
+        if missing.is_empty() {
             continue;
         }
         let mut li = linker.instance(name)?;
-        for (export, item) in instance.exports(engine) {
+        for (export, item) in missing {
             match item.ty {
                 ComponentItem::ComponentFunc(_) => {
                     let (iface, func) = (name.to_string(), export.to_string());
@@ -97,6 +104,7 @@ pub fn link_unoffered(
                 ComponentItem::Resource(_) => li.resource(export, ResourceType::host::<Unoffered>(), |_, _| Ok(()))?,
                 _ => {}
             }
+            linked.insert((name.to_string(), export.to_string()));
         }
     }
     Ok(names)
