@@ -155,7 +155,7 @@ async fn settle(rx: &mut mpsc::UnboundedReceiver<PathBuf>, debounce: Duration, w
     tokio::time::sleep(debounce).await;
     let mut kept = Vec::new();
     while let Ok(p) = rx.try_recv() {
-        if !watched.artifacts.iter().any(|a| *a == p) {
+        if !watched.artifacts.contains(&p) {
             kept.push(p);
         }
     }
@@ -189,13 +189,12 @@ pub async fn run(o: WatchOptions) -> anyhow::Result<()> {
     watcher.watch(&base, notify::RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", base.display()))?;
     // Artifacts may live outside the app folder (a shared target dir).
     for a in &watched.artifacts {
-        if let Some(dir) = a.parent().filter(|d| !d.starts_with(&base)) {
-            if let Err(e) = std::fs::create_dir_all(dir)
+        if let Some(dir) = a.parent().filter(|d| !d.starts_with(&base))
+            && let Err(e) = std::fs::create_dir_all(dir)
                 .map_err(notify::Error::io)
                 .and_then(|()| watcher.watch(dir, notify::RecursiveMode::NonRecursive))
-            {
-                eprintln!("cannot watch {}: {e}; changes to its .wasm files restart nothing", dir.display());
-            }
+        {
+            eprintln!("cannot watch {}: {e}; changes to its .wasm files restart nothing", dir.display());
         }
     }
 
