@@ -151,8 +151,9 @@ struct WatchArgs {
     /// Only serve, restarting when a component's .wasm changes (no builds).
     #[arg(long = "skip-build")]
     skip_build: bool,
-    /// Arguments for `up`, after `--` (e.g. `-- --listen 127.0.0.1:3001`).
-    #[arg(last = true)]
+    /// Arguments for `up`, after watch's own (e.g. `--listen 127.0.0.1:3001`; `--` first
+    /// works too), as `spin watch` passes them on.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     up_args: Vec<String>,
 }
 
