@@ -2,7 +2,8 @@
 //! builds: a wasm32-wasip1 spin-sdk module componentized at load, Spin's key-value store
 //! (default SQLite store across requests and restarts, `--key-value`, a Redis store from
 //! the runtime config, labels not granted or not defined), SQLite (a `--sqlite`
-//! migration, interfaces 2 and 3), an interface the host does not offer (MQTT), `--follow`,
+//! migration, interfaces 2 and 3), wasi:config over the variables, an interface the host
+//! does not offer (MQTT), `--follow`,
 //! and `spindapr watch` rebuilding a real Rust component after a source edit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -331,4 +332,21 @@ watch = ["src/**/*.rs", "Cargo.toml"]
     assert!(served_v2, "the edit was not rebuilt and served");
     assert!(stopped, "watch did not stop on SIGTERM");
     assert!(ureq::get(&url).call().is_err(), "watch's `up` was left running");
+}
+
+#[test]
+fn wasi_config_reads_the_components_variables() {
+    let wasm = guest_wasm("spin-stores");
+    let manifest = format!(
+        "{}[variables]\nplace = {{ default = \"world\" }}\n[component.stores.variables]\ngreeting = \"hello {{{{ place }}}}\"\n",
+        stores_app(&wasm, &[], &[])
+    );
+    let dir = app_dir(&[("spin.toml", &manifest)]);
+    let host = start(dir.path(), &["--variable", "place=there"]);
+    assert_eq!(get(&host.url("/config?key=greeting")).json()["value"], "hello there");
+    // Spin's guidance: an unknown or invalid name is none, not an error.
+    assert_eq!(get(&host.url("/config?key=missing")).json()["value"], serde_json::Value::Null);
+    assert_eq!(get(&host.url("/config?key=Bad-Name")).json()["value"], serde_json::Value::Null);
+    assert_eq!(get(&host.url("/config-all")).json()["all"], serde_json::json!([["greeting", "hello there"]]));
+    assert!(!host.logs().contains("wasi:config"), "offered, so no warning: {}", host.logs());
 }

@@ -134,6 +134,13 @@ impl ComponentVariables {
         Ok(Self { values })
     }
 
+    /// Every variable of the component, by name.
+    pub fn all(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort();
+        all
+    }
+
     /// The value of one of the component's variables.
     pub fn get(&self, name: &str) -> Result<String, GetError> {
         if spindapr_manifest::check_lower_snake(name).is_err() {

@@ -1,7 +1,7 @@
 //! What one request's wasmtime `Store` holds: the WASI and wasi:http contexts, the
 //! resource table, the memory limiter, the component's variables, key-value stores and
 //! SQLite connections, and the outbound hook. Also binds the Spin interfaces of `wit/`
-//! (variables, key-value, SQLite 2 and 3) to them, and routes guest stdout and stderr into
+//! (variables and wasi:config, key-value, SQLite 2 and 3) to them, and routes guest stdout and stderr into
 //! the host log, line by line, prefixed with the component id.
 
 use std::pin::Pin;
@@ -25,6 +25,7 @@ wasmtime::component::bindgen!({
 
 use fermyon::spin::{key_value, sqlite as sqlite2, variables};
 use spin::sqlite::sqlite as sqlite3;
+use wasi::config::store as wasi_config;
 use wasmtime::component::Resource;
 
 use crate::key_value::{KvError, KvInstance};
@@ -59,6 +60,18 @@ impl variables::Host for HostState {
             GetError::InvalidName(m) => variables::Error::InvalidName(m),
             GetError::Undefined(m) => variables::Error::Undefined(m),
         }))
+    }
+}
+
+/// `wasi:config/store`: the component's variables, as Spin's: a name that is not a
+/// variable (or not a valid name) is none, not an error.
+impl wasi_config::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, wasi_config::Error>> {
+        Ok(Ok(self.variables.get(&key).ok()))
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, wasi_config::Error>> {
+        Ok(Ok(self.variables.all()))
     }
 }
 
@@ -232,6 +245,7 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> any
     key_value::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     sqlite2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     sqlite3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wasi_config::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Spin interfaces this host does not implement (outbound Redis, MQTT, PostgreSQL, MySQL,
-//! LLM, `wasi:keyvalue`, `wasi:config`, Spin 1's): an app importing one still starts, as
+//! LLM, `wasi:keyvalue`, other `wasi:config` drafts, Spin 1's): an app importing one still starts, as
 //! it would on a Spin that has none of those resources configured. Start-up warns naming
 //! the interface; each call returns the interface's own error value (the case Spin uses
 //! for a resource it cannot reach: `connection-failed`, else `other`, `runtime-error`,
@@ -20,15 +20,25 @@ use super::state::HostState;
 const SPIN_NAMESPACES: &[&str] = &["fermyon:spin", "spin:", "wasi:keyvalue/", "wasi:config/"];
 
 /// The Spin interfaces the host implements (trigger/state.rs).
-const OFFERED: &[&str] =
-    &["fermyon:spin/variables@2.0.0", "fermyon:spin/key-value@2.0.0", "fermyon:spin/sqlite@2.0.0", "spin:sqlite/sqlite@3.0.0"];
+const OFFERED: &[&str] = &[
+    "fermyon:spin/variables@2.0.0",
+    "fermyon:spin/key-value@2.0.0",
+    "fermyon:spin/sqlite@2.0.0",
+    "spin:sqlite/sqlite@3.0.0",
+    "wasi:config/store@0.2.0-draft-2024-09-27",
+];
 
 /// The imported resource type every stubbed resource stands for (none is ever made).
 struct Unoffered;
 
 /// Whether an import named `name` is served by an interface `offered` under the linker's
-/// semver matching (same name; same major version, or same minor for 0.x).
+/// semver matching (same name; same major version, or same minor for 0.x; a pre-release
+/// such as `0.2.0-draft` only by itself).
 fn served_by(name: &str, offered: &str) -> bool {
+    let prerelease = |s: &str| s.split_once('@').is_some_and(|(_, v)| v.contains('-'));
+    if prerelease(name) || prerelease(offered) {
+        return name == offered;
+    }
     let split = |s: &str| -> (String, Option<(u64, u64)>) {
         match s.split_once('@') {
             Some((n, v)) => {
@@ -153,5 +163,7 @@ mod tests {
         assert!(!served_by("fermyon:spin/key-value", "fermyon:spin/key-value@2.0.0"));
         assert!(!served_by("fermyon:spin/mqtt@2.0.0", "fermyon:spin/sqlite@2.0.0"));
         assert!(!served_by("wasi:keyvalue/store@0.2.0-draft2", "wasi:keyvalue/store@0.3.0"));
+        assert!(!served_by("wasi:config/store@0.2.0-draft", "wasi:config/store@0.2.0-draft-2024-09-27"));
+        assert!(served_by("wasi:config/store@0.2.0-draft-2024-09-27", "wasi:config/store@0.2.0-draft-2024-09-27"));
     }
 }
