@@ -509,44 +509,11 @@ async fn bench_sidecars() {
 }
 
 async fn bench_sidecar(broker: &BenchBroker) {
-    use hyper::service::service_fn;
     let app_port = free_port();
     let dapr_port = free_port();
     // The subscriber: records publish→deliver latency from the timestamp in each event.
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
-    let delivered = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port)).await.unwrap();
-    let (lat, del) = (latencies.clone(), delivered.clone());
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (lat, del) = (lat.clone(), del.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (lat, del) = (lat.clone(), del.clone());
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let answer = if path == "/dapr/subscribe" {
-                            r#"[{"pubsubname":"pubsub","topic":"bench","route":"/bench"}]"#.to_string()
-                        } else {
-                            let arrived = now_ns();
-                            let ce: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                            if let Some(sent) = ce["data"]["sent_ns"].as_str().and_then(|s| s.parse::<u128>().ok())
-                                && ce["data"]["measure"] == true
-                            {
-                                lat.lock().unwrap().push((arrived - sent) as f64 / 1000.0);
-                            }
-                            del.fetch_add(1, Ordering::Relaxed);
-                            r#"{"status":"SUCCESS"}"#.to_string()
-                        };
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-            });
-        }
-    });
+    let seen = http_subscriber(app_port).await;
+    let (latencies, delivered) = (seen.latencies.clone(), seen.delivered.clone());
     let mut args: Vec<String> = vec![
         "sidecar".into(),
         "--app-id".into(),
@@ -555,6 +522,8 @@ async fn bench_sidecar(broker: &BenchBroker) {
         app_port.to_string(),
         "--dapr-http-port".into(),
         dapr_port.to_string(),
+        "--dapr-grpc-port".into(),
+        "0".into(),
     ];
     if let Some(dir) = &broker.resources {
         args.extend(["--resources-path".into(), dir.path().display().to_string()]);
@@ -824,6 +793,8 @@ async fn start_up_env(extra: &[&str], env: &[(&str, String)]) -> (Proc, String) 
             format!("127.0.0.1:{port}"),
             "--dapr-http-port".into(),
             dapr_port.to_string(),
+            "--dapr-grpc-port".into(),
+            "0".into(),
             "--variable".into(),
             format!("dapr_url=http://127.0.0.1:{dapr_port}"),
             "--resources-path".into(),
@@ -882,6 +853,8 @@ async fn start_seed() -> Option<(Proc, Proc, String)> {
             app_port.to_string(),
             "--dapr-http-port".into(),
             dapr_port.to_string(),
+            "--dapr-grpc-port".into(),
+            "0".into(),
             "--resources-path".into(),
             r.join("runtime-config/dapr").display().to_string(),
         ],
@@ -1235,6 +1208,8 @@ async fn bench_soak() {
         app_port.to_string(),
         "--dapr-http-port".into(),
         dapr_port.to_string(),
+        "--dapr-grpc-port".into(),
+        "0".into(),
         "--resources-path".into(),
         root().join("runtime-config/dapr").display().to_string(),
     ];
