@@ -2,7 +2,8 @@
 //! builds: a wasm32-wasip1 spin-sdk module componentized at load, Spin's key-value store
 //! (default SQLite store across requests and restarts, `--key-value`, a Redis store from
 //! the runtime config, labels not granted or not defined), SQLite (a `--sqlite`
-//! migration, interfaces 2 and 3), wasi:config over the variables, an interface the host
+//! migration, interfaces 2 and 3), wasi:config over the variables, wasi:keyvalue over the
+//! same stores, an interface the host
 //! does not offer (MQTT), `--follow`,
 //! and `spindapr watch` rebuilding a real Rust component after a source edit.
 
@@ -119,6 +120,19 @@ fn a_redis_key_value_store_from_the_runtime_config() {
     assert_eq!(kv(&host, "cache", "keys", "", "").json()["keys"], serde_json::json!(["greeting", "written-by-redis"]));
     let denied = kv(&host, "default", "get", "x", "");
     assert_eq!(denied.json()["error"], "Error::AccessDenied", "default is not listed by this component");
+    // wasi:keyvalue's atomics on Redis: INCRBY, and compare-and-swap in one server step.
+    let wkv = |op: &str, key: &str, extra: &str, body: &str| {
+        send("POST", &host.url(&format!("/wkv?store=cache&op={op}&key={key}{extra}")), &[], body)
+    };
+    assert_eq!(wkv("incr", "n", "&delta=2", "").json()["value"], 2);
+    assert_eq!(wkv("incr", "n", "&delta=2", "").json()["value"], 4);
+    let n: String = redis::cmd("GET").arg("n").query(&mut db.conn()).unwrap();
+    assert_eq!(n, "4");
+    assert_eq!(wkv("cas", "c", "", "first").json()["before"], serde_json::Value::Null);
+    assert_eq!(wkv("cas", "c", "", "second").json()["before"], "first");
+    assert_eq!(wkv("stale-cas", "c", "", "third").json()["fresh_saw"], "intruder");
+    let c: String = redis::cmd("GET").arg("c").query(&mut db.conn()).unwrap();
+    assert_eq!(c, "third");
 }
 
 #[test]
@@ -349,4 +363,31 @@ fn wasi_config_reads_the_components_variables() {
     assert_eq!(get(&host.url("/config?key=Bad-Name")).json()["value"], serde_json::Value::Null);
     assert_eq!(get(&host.url("/config-all")).json()["all"], serde_json::json!([["greeting", "hello there"]]));
     assert!(!host.logs().contains("wasi:config"), "offered, so no warning: {}", host.logs());
+}
+
+#[test]
+fn wasi_keyvalue_shares_the_spin_stores() {
+    let wasm = guest_wasm("spin-stores");
+    let dir = app_dir(&[("spin.toml", &stores_app(&wasm, &["default"], &[]))]);
+    let host = start(dir.path(), &[]);
+    let wkv = |op: &str, key: &str, extra: &str, body: &str| {
+        send("POST", &host.url(&format!("/wkv?store=default&op={op}&key={key}{extra}")), &[], body)
+    };
+    assert_eq!(wkv("set", "k", "", "from-wasi").status, 200);
+    assert_eq!(kv(&host, "default", "get", "k", "").json()["value"], "from-wasi", "the same store as fermyon:spin/key-value");
+    kv(&host, "default", "set", "j", "from-spin");
+    assert_eq!(wkv("get", "j", "", "").json()["value"], "from-spin");
+    assert_eq!(wkv("incr", "n", "&delta=5", "").json()["value"], 5);
+    assert_eq!(wkv("incr", "n", "&delta=-2", "").json()["value"], 3);
+    assert_eq!(wkv("incr", "k", "&delta=1", "").status, 409, "not an integer");
+    assert_eq!(wkv("cas", "c", "", "first").json()["before"], serde_json::Value::Null);
+    assert_eq!(wkv("cas", "c", "", "second").json()["before"], "first");
+    let stale = wkv("stale-cas", "c", "", "third");
+    assert_eq!((stale.status, stale.json()["fresh_saw"].as_str()), (200, Some("intruder")), "{}", stale.body);
+    assert_eq!(wkv("get", "c", "", "").json()["value"], "third");
+    assert_eq!(wkv("many", "", "", "").json()["got"], serde_json::json!([["m1", null], ["m2", "2"]]));
+    assert_eq!(wkv("keys", "", "", "").json()["keys"], serde_json::json!(["c", "j", "k", "m2", "n"]));
+    let denied = send("POST", &host.url("/wkv?store=other&op=get&key=k"), &[], "");
+    assert_eq!((denied.status, denied.json()["error"].as_str()), (409, Some("Error::AccessDenied")));
+    assert!(!host.logs().contains("wasi:keyvalue"), "offered, so no warning: {}", host.logs());
 }

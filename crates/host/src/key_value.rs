@@ -187,6 +187,23 @@ impl Backend {
         .map_err(other)?
     }
 
+    /// As [`Backend::with_sqlite`], inside one transaction (committed when `f` answers
+    /// `Ok(Ok(_))`).
+    async fn with_sqlite_tx<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<Result<R, KvError>> + Send + 'static,
+    ) -> Result<Result<R, KvError>, KvError> {
+        self.with_sqlite(move |c, label| {
+            let tx = c.unchecked_transaction()?;
+            let out = f(&tx, label)?;
+            if out.is_ok() {
+                tx.commit()?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn redis(&self) -> Result<redis::aio::ConnectionManager, KvError> {
         let Backend::Redis { client, conn, url } = self else {
             return Err(KvError::Other("internal error: not a Redis store".into()));
@@ -267,6 +284,80 @@ impl Backend {
         }
     }
 
+    /// Adds `delta` to the key's integer, as Spin's: 8 little-endian bytes in a SQLite
+    /// store (absent = 0), Redis' INCRBY in a Redis one.
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        match self {
+            Backend::Sqlite { .. } => {
+                let key = key.to_string();
+                self.with_sqlite_tx(move |tx, label| {
+                    let old: Option<Vec<u8>> = tx
+                        .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+                        .query_map(rusqlite::params![label, key], |r| r.get(0))?
+                        .next()
+                        .transpose()?;
+                    let n = match old {
+                        None => 0,
+                        Some(v) => match <[u8; 8]>::try_from(v.as_slice()) {
+                            Ok(b) => i64::from_le_bytes(b),
+                            Err(_) => return Ok(Err(KvError::Other(format!("the value of {key:?} is not a 64-bit integer")))),
+                        },
+                    };
+                    let Some(new) = n.checked_add(delta) else {
+                        return Ok(Err(KvError::Other(format!("incrementing {key:?} by {delta} overflows"))));
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(rusqlite::params![label, key, new.to_le_bytes().to_vec()])?;
+                    Ok(Ok(new))
+                })
+                .await?
+            }
+            Backend::Redis { .. } => redis::AsyncCommands::incr(&mut self.redis().await?, key, delta).await.map_err(other),
+        }
+    }
+
+    /// Writes `new` if the key still holds `old` (`None`: if it is still absent);
+    /// whether it did.
+    async fn compare_and_swap(&self, key: &str, old: Option<Vec<u8>>, new: Vec<u8>) -> Result<bool, KvError> {
+        match self {
+            Backend::Sqlite { .. } => {
+                let key = key.to_string();
+                self.with_sqlite(move |c, label| {
+                    let rows = match old {
+                        Some(old) => c
+                            .prepare_cached("UPDATE spin_key_value SET value = ?4 WHERE store = ?1 AND key = ?2 AND value = ?3")?
+                            .execute(rusqlite::params![label, key, old, new])?,
+                        None => c
+                            .prepare_cached(
+                                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3) ON CONFLICT (store, key) DO NOTHING",
+                            )?
+                            .execute(rusqlite::params![label, key, new])?,
+                    };
+                    Ok(rows == 1)
+                })
+                .await
+            }
+            Backend::Redis { .. } => {
+                // One atomic step on the server (WATCH needs a connection of its own).
+                let script = redis::Script::new(
+                    "local cur = redis.call('GET', KEYS[1]) \
+                     if (ARGV[1] == '0' and cur == false) or (ARGV[1] == '1' and cur == ARGV[2]) then \
+                       redis.call('SET', KEYS[1], ARGV[3]) return 1 else return 0 end",
+                );
+                let (has_old, old) = match old {
+                    Some(v) => ("1", v),
+                    None => ("0", Vec::new()),
+                };
+                let done: i64 =
+                    script.key(key).arg(has_old).arg(old).arg(new).invoke_async(&mut self.redis().await?).await.map_err(other)?;
+                Ok(done == 1)
+            }
+        }
+    }
+
     async fn get_keys(&self) -> Result<Vec<String>, KvError> {
         let keys: Vec<String> = match self {
             Backend::Sqlite { .. } => {
@@ -305,17 +396,37 @@ fn open_sqlite(path: Option<&std::path::Path>) -> Result<Arc<Mutex<rusqlite::Con
     Ok(Arc::new(Mutex::new(c)))
 }
 
-/// One instance's view: the labels its component may open and the stores it has open.
+/// One instance's view: the labels its component may open, the stores it has open (a
+/// `fermyon:spin/key-value` store and a `wasi:keyvalue` bucket alike) and its
+/// compare-and-swap handles.
 pub struct KvInstance {
     allowed: Arc<HashSet<String>>,
     stores: Arc<KeyValueStores>,
     open: Vec<Option<Arc<Backend>>>,
+    cas: Vec<Option<Cas>>,
+}
+
+/// A `wasi:keyvalue/atomics` cas: the bucket it was made on, its key, and the value
+/// `current` last read (what a swap compares against).
+struct Cas {
+    bucket: u32,
+    key: String,
+    read: Option<Vec<u8>>,
+}
+
+/// Why a swap did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SwapFailure {
+    /// The store failed.
+    Store(KvError),
+    /// The value changed since it was read: a fresh cas on the current value.
+    Changed(u32),
 }
 
 impl KvInstance {
     /// An instance of a component allowed the stores `allowed`.
     pub fn new(allowed: Arc<HashSet<String>>, stores: Arc<KeyValueStores>) -> Self {
-        Self { allowed, stores, open: Vec::new() }
+        Self { allowed, stores, open: Vec::new(), cas: Vec::new() }
     }
 
     /// Opens `label`: the handle of the open store.
@@ -373,6 +484,72 @@ impl KvInstance {
     pub async fn get_keys(&self, handle: u32) -> anyhow::Result<Result<Vec<String>, KvError>> {
         Ok(self.store(handle)?.get_keys().await)
     }
+
+    /// Adds `delta` to the key's integer.
+    pub async fn increment(&self, handle: u32, key: &str, delta: i64) -> anyhow::Result<Result<i64, KvError>> {
+        Ok(self.store(handle)?.increment(key, delta).await)
+    }
+
+    /// A new cas on `key` of bucket `handle`: its handle.
+    pub fn new_cas(&mut self, handle: u32, key: &str) -> anyhow::Result<Result<u32, KvError>> {
+        self.store(handle)?;
+        let slot = match self.cas.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.cas.len() < TABLE_CAPACITY => {
+                self.cas.push(None);
+                self.cas.len() - 1
+            }
+            None => return Ok(Err(KvError::Other("too many compare_and_swaps opened".into()))),
+        };
+        self.cas[slot] = Some(Cas { bucket: handle, key: key.to_string(), read: None });
+        Ok(Ok(slot as u32))
+    }
+
+    /// The cas's key's value now (what a swap will compare against).
+    pub async fn cas_current(&mut self, cas: u32) -> anyhow::Result<Result<Option<Vec<u8>>, KvError>> {
+        let (bucket, key) = match self.cas.get(cas as usize).and_then(Option::as_ref) {
+            Some(c) => (c.bucket, c.key.clone()),
+            None => anyhow::bail!("invalid compare-and-swap handle"),
+        };
+        let value = match self.store(bucket)?.get(&key).await {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(Some(c)) = self.cas.get_mut(cas as usize) {
+            c.read.clone_from(&value);
+        }
+        Ok(Ok(value))
+    }
+
+    /// Writes `value` if the key still holds what the cas read; the cas is consumed.
+    /// When the value changed, a fresh cas on it (already read) comes back.
+    pub async fn swap(&mut self, cas: u32, value: Vec<u8>) -> anyhow::Result<Result<(), SwapFailure>> {
+        let Some(c) = self.cas.get_mut(cas as usize).and_then(Option::take) else {
+            anyhow::bail!("invalid compare-and-swap handle");
+        };
+        let store = self.store(c.bucket)?;
+        match store.compare_and_swap(&c.key, c.read, value).await {
+            Ok(true) => Ok(Ok(())),
+            Ok(false) => {
+                let fresh = match self.new_cas(c.bucket, &c.key)? {
+                    Ok(h) => h,
+                    Err(e) => return Ok(Err(SwapFailure::Store(e))),
+                };
+                if let Err(e) = self.cas_current(fresh).await? {
+                    return Ok(Err(SwapFailure::Store(e)));
+                }
+                Ok(Err(SwapFailure::Changed(fresh)))
+            }
+            Err(e) => Ok(Err(SwapFailure::Store(e))),
+        }
+    }
+
+    /// Drops a cas handle.
+    pub fn close_cas(&mut self, cas: u32) {
+        if let Some(c) = self.cas.get_mut(cas as usize) {
+            *c = None;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +600,28 @@ mod tests {
         i.close(3);
         assert_eq!(i.open("default").await, Ok(3), "a closed slot is reused");
         assert!(i.get(9999, "k").await.is_err(), "an unknown handle is a trap, not an error value");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn increments_and_compare_and_swap() {
+        let mut i = KvInstance::new(allowed(&["default"]), Arc::new(KeyValueStores::in_memory()));
+        let b = i.open("default").await.unwrap();
+        assert_eq!(i.increment(b, "n", 5).await.unwrap(), Ok(5));
+        assert_eq!(i.increment(b, "n", -2).await.unwrap(), Ok(3));
+        assert_eq!(i.get(b, "n").await.unwrap().unwrap(), Some(3i64.to_le_bytes().to_vec()));
+        i.set(b, "s", b"text").await.unwrap().unwrap();
+        assert!(i.increment(b, "s", 1).await.unwrap().is_err(), "not an integer");
+        // A swap on an absent key creates it; a stale read fails with a fresh cas.
+        let c = i.new_cas(b, "k").unwrap().unwrap();
+        assert_eq!(i.cas_current(c).await.unwrap(), Ok(None));
+        assert_eq!(i.swap(c, b"v1".to_vec()).await.unwrap(), Ok(()));
+        let stale = i.new_cas(b, "k").unwrap().unwrap();
+        assert_eq!(i.cas_current(stale).await.unwrap(), Ok(Some(b"v1".to_vec())));
+        i.set(b, "k", b"v2").await.unwrap().unwrap();
+        let Err(SwapFailure::Changed(fresh)) = i.swap(stale, b"v3".to_vec()).await.unwrap() else { panic!("the stale swap succeeded") };
+        assert_eq!(i.swap(fresh, b"v3".to_vec()).await.unwrap(), Ok(()));
+        assert_eq!(i.get(b, "k").await.unwrap().unwrap(), Some(b"v3".to_vec()));
+        assert!(i.swap(stale, b"x".to_vec()).await.is_err(), "a consumed cas is a trap");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What one request's wasmtime `Store` holds: the WASI and wasi:http contexts, the
 //! resource table, the memory limiter, the component's variables, key-value stores and
 //! SQLite connections, and the outbound hook. Also binds the Spin interfaces of `wit/`
-//! (variables and wasi:config, key-value, SQLite 2 and 3) to them, and routes guest stdout and stderr into
+//! (variables and wasi:config, key-value and wasi:keyvalue, SQLite 2 and 3) to them, and routes guest stdout and stderr into
 //! the host log, line by line, prefixed with the component id.
 
 use std::pin::Pin;
@@ -26,9 +26,10 @@ wasmtime::component::bindgen!({
 use fermyon::spin::{key_value, sqlite as sqlite2, variables};
 use spin::sqlite::sqlite as sqlite3;
 use wasi::config::store as wasi_config;
+use wasi::keyvalue::{atomics as wkv_atomics, batch as wkv_batch, store as wkv};
 use wasmtime::component::Resource;
 
-use crate::key_value::{KvError, KvInstance};
+use crate::key_value::{KvError, KvInstance, SwapFailure};
 use crate::sqlite::{QueryResult, SqlError, SqlInstance, SqlValue};
 
 pub struct HostState {
@@ -72,6 +73,131 @@ impl wasi_config::Host for HostState {
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, wasi_config::Error>> {
         Ok(Ok(self.variables.all()))
+    }
+}
+
+impl From<KvError> for wkv::Error {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::NoSuchStore => Self::NoSuchStore,
+            KvError::AccessDenied => Self::AccessDenied,
+            KvError::StoreTableFull => Self::Other("store table full".into()),
+            KvError::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+/// A bucket handle that is not open: Spin answers `no-such-store` (not a trap).
+fn no_bucket<T>(r: anyhow::Result<Result<T, KvError>>) -> Result<T, wkv::Error> {
+    match r {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(wkv::Error::NoSuchStore),
+    }
+}
+
+/// `wasi:keyvalue` (0.2.0-draft2) over the same stores as `fermyon:spin/key-value`, as
+/// Spin 3.6: a bucket is a `key_value_stores` label.
+impl wkv::Host for HostState {
+    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<wkv::Bucket>, wkv::Error>> {
+        Ok(self.kv.open(&identifier).await.map(Resource::new_own).map_err(Into::into))
+    }
+}
+
+impl wkv::HostBucket for HostState {
+    async fn get(&mut self, b: Resource<wkv::Bucket>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
+        Ok(no_bucket(self.kv.get(b.rep(), &key).await))
+    }
+
+    async fn set(&mut self, b: Resource<wkv::Bucket>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), wkv::Error>> {
+        Ok(no_bucket(self.kv.set(b.rep(), &key, &value).await))
+    }
+
+    async fn delete(&mut self, b: Resource<wkv::Bucket>, key: String) -> wasmtime::Result<Result<(), wkv::Error>> {
+        Ok(no_bucket(self.kv.delete(b.rep(), &key).await))
+    }
+
+    async fn exists(&mut self, b: Resource<wkv::Bucket>, key: String) -> wasmtime::Result<Result<bool, wkv::Error>> {
+        Ok(no_bucket(self.kv.exists(b.rep(), &key).await))
+    }
+
+    async fn list_keys(
+        &mut self,
+        b: Resource<wkv::Bucket>,
+        cursor: Option<String>,
+    ) -> wasmtime::Result<Result<wkv::KeyResponse, wkv::Error>> {
+        if cursor.is_some() {
+            return Ok(Err(wkv::Error::Other("list_keys: cursor not supported".into())));
+        }
+        Ok(no_bucket(self.kv.get_keys(b.rep()).await).map(|keys| wkv::KeyResponse { keys, cursor: None }))
+    }
+
+    async fn drop(&mut self, b: Resource<wkv::Bucket>) -> wasmtime::Result<()> {
+        self.kv.close(b.rep());
+        Ok(())
+    }
+}
+
+impl wkv_batch::Host for HostState {
+    async fn get_many(
+        &mut self,
+        b: Resource<wkv::Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wkv::Error>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            match no_bucket(self.kv.get(b.rep(), &key).await) {
+                Ok(v) => out.push((key, v)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    async fn set_many(&mut self, b: Resource<wkv::Bucket>, key_values: Vec<(String, Vec<u8>)>) -> wasmtime::Result<Result<(), wkv::Error>> {
+        for (key, value) in key_values {
+            if let Err(e) = no_bucket(self.kv.set(b.rep(), &key, &value).await) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn delete_many(&mut self, b: Resource<wkv::Bucket>, keys: Vec<String>) -> wasmtime::Result<Result<(), wkv::Error>> {
+        for key in keys {
+            if let Err(e) = no_bucket(self.kv.delete(b.rep(), &key).await) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+impl wkv_atomics::Host for HostState {
+    async fn increment(&mut self, b: Resource<wkv::Bucket>, key: String, delta: i64) -> wasmtime::Result<Result<i64, wkv::Error>> {
+        Ok(no_bucket(self.kv.increment(b.rep(), &key, delta).await))
+    }
+
+    async fn swap(&mut self, cas: Resource<wkv_atomics::Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), wkv_atomics::CasError>> {
+        Ok(match self.kv.swap(cas.rep(), value).await.map_err(wasmtime::Error::from_anyhow)? {
+            Ok(()) => Ok(()),
+            Err(SwapFailure::Changed(fresh)) => Err(wkv_atomics::CasError::CasFailed(Resource::new_own(fresh))),
+            Err(SwapFailure::Store(e)) => Err(wkv_atomics::CasError::StoreError(e.into())),
+        })
+    }
+}
+
+impl wkv_atomics::HostCas for HostState {
+    async fn new(&mut self, b: Resource<wkv::Bucket>, key: String) -> wasmtime::Result<Result<Resource<wkv_atomics::Cas>, wkv::Error>> {
+        Ok(no_bucket(self.kv.new_cas(b.rep(), &key)).map(Resource::new_own))
+    }
+
+    async fn current(&mut self, cas: Resource<wkv_atomics::Cas>) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
+        Ok(self.kv.cas_current(cas.rep()).await.map_err(wasmtime::Error::from_anyhow)?.map_err(Into::into))
+    }
+
+    async fn drop(&mut self, cas: Resource<wkv_atomics::Cas>) -> wasmtime::Result<()> {
+        self.kv.close_cas(cas.rep());
+        Ok(())
     }
 }
 
@@ -246,6 +372,9 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> any
     sqlite2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     sqlite3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wasi_config::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wkv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wkv_batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wkv_atomics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

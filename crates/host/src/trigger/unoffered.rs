@@ -1,5 +1,5 @@
 //! Spin interfaces this host does not implement (outbound Redis, MQTT, PostgreSQL, MySQL,
-//! LLM, `wasi:keyvalue`, other `wasi:config` drafts, Spin 1's): an app importing one still starts, as
+//! LLM, other `wasi:keyvalue` and `wasi:config` drafts, Spin 1's): an app importing one still starts, as
 //! it would on a Spin that has none of those resources configured. Start-up warns naming
 //! the interface; each call returns the interface's own error value (the case Spin uses
 //! for a resource it cannot reach: `connection-failed`, else `other`, `runtime-error`,
@@ -26,6 +26,9 @@ const OFFERED: &[&str] = &[
     "fermyon:spin/sqlite@2.0.0",
     "spin:sqlite/sqlite@3.0.0",
     "wasi:config/store@0.2.0-draft-2024-09-27",
+    "wasi:keyvalue/store@0.2.0-draft2",
+    "wasi:keyvalue/batch@0.2.0-draft2",
+    "wasi:keyvalue/atomics@0.2.0-draft2",
 ];
 
 /// The imported resource type every stubbed resource stands for (none is ever made).
