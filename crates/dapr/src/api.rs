@@ -21,6 +21,9 @@ use spindapr_dapr_components::state::{Concurrency, DeleteRequest, Item, Operatio
 
 type Resp = Response<Full<Bytes>>;
 
+/// daprd's SetDefaultFeatures with no Configuration: what the metadata lists as enabled.
+pub(crate) const ENABLED_FEATURES: &[&str] = &["HotReload", "WorkflowsRemoteActivityReminder"];
+
 fn empty(status: StatusCode) -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = status;
@@ -784,41 +787,41 @@ impl Sidecar {
         let mut projections: BTreeMap<String, (Payload, BTreeMap<String, String>)> = BTreeMap::new();
         let mut published: Vec<(String, Payload, BTreeMap<String, String>)> = Vec::new();
         for (operation, r) in tx_ops {
-            if !matches!(operation.as_str(), "upsert" | "delete") {
-                return Err(ApiError::not_supported_state_operation(&operation));
-            }
+            // The operation is checked before its request is used: an unsupported operation
+            // is reported before a malformed request, as daprd's loop does.
+            let upsert = match operation.as_str() {
+                "upsert" => true,
+                "delete" => false,
+                other => return Err(ApiError::not_supported_state_operation(other)),
+            };
             let mut r = r?;
             r.metadata.extend(query_md.iter().map(|(k, v)| (k.clone(), v.clone())));
-            match operation.as_str() {
-                "upsert" => {
-                    if r.metadata.get("outbox.projection").is_some_and(|v| v == "true") {
-                        if entry.outbox.is_none() && !entry.warned_no_outbox.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                            tracing::error!(
-                                store = %store,
-                                "a transaction on state store {store} carries an outbox projection (key {:?}), but {} configures no outbox: \
-                                 the projection is not stored and NO EVENT IS PUBLISHED. Set outboxPublishPubsub and outboxPublishTopic \
-                                 in the component's metadata",
-                                r.key,
-                                entry.component.file.display()
-                            );
-                        }
-                        projections.insert(r.key.clone(), (r.payload(), r.metadata.clone()));
-                        continue;
+            if upsert {
+                if r.metadata.get("outbox.projection").is_some_and(|v| v == "true") {
+                    if entry.outbox.is_none() && !entry.warned_no_outbox.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::error!(
+                            store = %store,
+                            "a transaction on state store {store} carries an outbox projection (key {:?}), but {} configures no outbox: \
+                             the projection is not stored and NO EVENT IS PUBLISHED. Set outboxPublishPubsub and outboxPublishTopic \
+                             in the component's metadata",
+                            r.key,
+                            entry.component.file.display()
+                        );
                     }
-                    published.push((r.key.clone(), r.payload(), r.metadata.clone()));
-                    ops.push(Operation::Upsert(self.set_request(entry, r)?));
+                    projections.insert(r.key.clone(), (r.payload(), r.metadata.clone()));
+                    continue;
                 }
-                "delete" => {
-                    if r.key.is_empty() {
-                        return Err(ApiError::malformed("\"key\" is a required field"));
-                    }
-                    ops.push(Operation::Delete(DeleteRequest {
-                        key: self.state_key(entry, &r.key)?,
-                        etag: r.etag,
-                        concurrency: r.concurrency,
-                    }));
+                published.push((r.key.clone(), r.payload(), r.metadata.clone()));
+                ops.push(Operation::Upsert(self.set_request(entry, r)?));
+            } else {
+                if r.key.is_empty() {
+                    return Err(ApiError::malformed("\"key\" is a required field"));
                 }
-                other => return Err(ApiError::not_supported_state_operation(other)),
+                ops.push(Operation::Delete(DeleteRequest {
+                    key: self.state_key(entry, &r.key)?,
+                    etag: r.etag,
+                    concurrency: r.concurrency,
+                }));
             }
         }
         // The outbox: each event goes to the internal topic before the commit and its
@@ -888,6 +891,14 @@ impl Sidecar {
         }
     }
 
+    /// The metadata's `extended` map: the values set through the API, and daprd's
+    /// `daprRuntimeVersion` (written last, so it cannot be replaced).
+    pub(crate) async fn extended_metadata(&self) -> BTreeMap<String, String> {
+        let mut extended = self.extended.read().await.clone();
+        extended.insert("daprRuntimeVersion".into(), super::DAPR_VERSION.into());
+        extended
+    }
+
     /// `GET /v1.0/metadata` as daprd writes it: Go's encoder over its structs (fields in
     /// order, empty lists left out, `<>&` escaped, a trailing newline).
     async fn metadata(&self) -> Resp {
@@ -905,8 +916,7 @@ impl Sidecar {
         let mut doc = Fields::default();
         doc.add("id", q(&self.cfg.app_id));
         doc.add("runtimeVersion", q(super::DAPR_VERSION));
-        // daprd's SetDefaultFeatures, with no Configuration.
-        doc.add("enabledFeatures", list(vec![q("HotReload"), q("WorkflowsRemoteActivityReminder")]));
+        doc.add("enabledFeatures", list(ENABLED_FEATURES.iter().map(|f| q(f)).collect()));
         let components: Vec<String> = self
             .resources
             .components
@@ -928,9 +938,7 @@ impl Sidecar {
         if !components.is_empty() {
             doc.add("components", list(components));
         }
-        let mut extended = self.extended.read().await.clone();
-        extended.insert("daprRuntimeVersion".into(), super::DAPR_VERSION.into());
-        doc.add("extended", map(&extended));
+        doc.add("extended", map(&self.extended_metadata().await));
         let subs: Vec<String> = self
             .subscriptions
             .read()

@@ -76,34 +76,46 @@ pub fn interpret_bulk(answer: Result<(u16, &[u8]), String>, sent: &[&str]) -> Ve
         Ok(a) => a,
         Err(e) => return all(EntryOutcome::Retry(format!("failed unmarshalling app response for bulk subscribe: {e}"))),
     };
-    let mut out: Vec<Option<EntryOutcome>> = vec![None; sent.len()];
-    for item in answer.statuses {
-        let Some(i) = sent.iter().position(|id| *id == item.entry_id) else {
-            tracing::warn!(entry_id = %item.entry_id, "the app answered for an entry id it was not sent; ignored");
-            continue;
-        };
-        out[i] = Some(match item.status.as_str() {
+    let answers = answer.statuses.into_iter().map(|item| {
+        let outcome = match item.status.as_str() {
             "SUCCESS" => EntryOutcome::Success,
             "DROP" => EntryOutcome::Drop,
             "RETRY" => EntryOutcome::Retry("the app asked to retry the entry".into()),
             other => EntryOutcome::Retry(format!("unknown status returned from the app: {other:?}")),
-        });
-    }
-    out.into_iter().map(|o| o.unwrap_or_else(|| EntryOutcome::Retry("response not received for the entry".into()))).collect()
+        };
+        (item.entry_id, outcome)
+    });
+    per_entry(sent, answers, "response not received for the entry")
 }
 
-/// One entry of a batch, ready to post.
+/// Each sent entry's outcome from an answer's (entry id, outcome) pairs, as daprd reads
+/// a bulk answer on either channel: an id not sent is ignored, a repeated id's last
+/// answer wins, an entry left out is retried with `missing` as the reason.
+pub(crate) fn per_entry(sent: &[&str], answers: impl IntoIterator<Item = (String, EntryOutcome)>, missing: &str) -> Vec<EntryOutcome> {
+    let mut out: Vec<Option<EntryOutcome>> = vec![None; sent.len()];
+    for (entry_id, outcome) in answers {
+        let Some(i) = sent.iter().position(|id| *id == entry_id) else {
+            tracing::warn!(entry_id = %entry_id, "the app answered for an entry id it was not sent; ignored");
+            continue;
+        };
+        out[i] = Some(outcome);
+    }
+    out.into_iter().map(|o| o.unwrap_or_else(|| EntryOutcome::Retry(missing.to_string()))).collect()
+}
+
+/// One entry of a batch, ready to send: made once per batch, in the form the app's
+/// protocol takes.
 struct Entry {
     id: String,
-    /// The entry's `event`, already rendered as JSON.
-    event: String,
-    /// The message's metadata, rendered as a Go map.
-    metadata: String,
-    content_type: &'static str,
-    /// For a gRPC app: the CloudEvent, or the raw payload.
-    ce: Option<Value>,
-    raw: Option<Bytes>,
-    md: std::collections::BTreeMap<String, String>,
+    body: EntryBody,
+}
+
+/// An entry as an HTTP app gets it in the JSON envelope, or as a gRPC app does.
+enum EntryBody {
+    /// The `event` rendered as JSON, the message's metadata as a Go map, the content type.
+    Json { event: String, metadata: String, content_type: &'static str },
+    /// daprd's TopicEventBulkRequestEntry, or why the event could not become one.
+    Grpc(Box<Result<crate::grpc::pb::runtime::TopicEventBulkRequestEntry, String>>),
 }
 
 /// Everything a bulk subscription's batches need.
@@ -193,8 +205,30 @@ impl BulkDelivery {
                 }
             },
         };
-        // Only a gRPC app needs each entry's event and metadata kept apart from the JSON.
         let grpc = self.app.is_grpc();
+        // The entry in the app protocol's form: `event` is the CloudEvent, or `None` for a
+        // raw payload (its bytes, base64 in JSON).
+        let body = |id: &str, m: &Message, event: Option<&Value>| -> EntryBody {
+            let content_type = if event.is_some() { crate::cloudevents::CLOUDEVENT_CONTENT_TYPE } else { "application/octet-stream" };
+            if grpc {
+                let raw = event.is_none().then_some(&m.data);
+                return EntryBody::Grpc(Box::new(crate::grpc_app::bulk_entry(id, event, raw, content_type, &m.metadata)));
+            }
+            let event = match event {
+                Some(v) => String::from_utf8_lossy(&crate::cloudevents::value_to_go_json(v)).into_owned(),
+                None => {
+                    use base64::Engine as _;
+                    let mut e = String::new();
+                    crate::cloudevents::write_string(&mut e, &base64::engine::general_purpose::STANDARD.encode(&m.data));
+                    e
+                }
+            };
+            let metadata = String::from_utf8_lossy(&crate::cloudevents::value_to_go_json(&Value::Object(
+                m.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+            )))
+            .into_owned();
+            EntryBody::Json { event, metadata, content_type }
+        };
         // Per message: None = acked, Some(why) = not processed.
         let mut results: Vec<Option<String>> = vec![None; n];
         // daprd's batch error: the last entry's JSON decoding, then any path's failure.
@@ -204,26 +238,9 @@ impl BulkDelivery {
         let now = chrono::Utc::now();
         for (i, m) in msgs.iter().enumerate() {
             let id = uuid::Uuid::new_v4().to_string();
-            let metadata = String::from_utf8_lossy(&crate::cloudevents::value_to_go_json(&Value::Object(
-                m.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
-            )))
-            .into_owned();
             let (route_on, entry) = if raw {
-                use base64::Engine as _;
-                let mut event = String::new();
-                crate::cloudevents::write_string(&mut event, &base64::engine::general_purpose::STANDARD.encode(&m.data));
-                (
-                    Value::String(String::from_utf8_lossy(&m.data).into_owned()),
-                    Entry {
-                        id,
-                        event,
-                        metadata,
-                        content_type: "application/octet-stream",
-                        ce: None,
-                        raw: grpc.then(|| m.data.clone()),
-                        md: if grpc { m.metadata.clone() } else { Default::default() },
-                    },
-                )
+                let body = body(&id, m, None);
+                (Value::String(String::from_utf8_lossy(&m.data).into_owned()), Entry { id, body })
             } else {
                 match serde_json::from_slice::<Value>(&m.data) {
                     Ok(v @ (Value::Object(_) | Value::Null)) => {
@@ -236,17 +253,8 @@ impl BulkDelivery {
                             entries.push(None);
                             continue;
                         }
-                        let event = String::from_utf8_lossy(&crate::cloudevents::value_to_go_json(&v)).into_owned();
-                        let entry = Entry {
-                            id,
-                            event,
-                            metadata,
-                            content_type: crate::cloudevents::CLOUDEVENT_CONTENT_TYPE,
-                            ce: grpc.then(|| v.clone()),
-                            raw: None,
-                            md: if grpc { m.metadata.clone() } else { Default::default() },
-                        };
-                        (v, entry)
+                        let body = body(&id, m, Some(&v));
+                        (v, Entry { id, body })
                     }
                     other => {
                         let why = match other {
@@ -391,9 +399,14 @@ impl BulkDelivery {
         let sub = &self.route.sub;
         let mut entries = Vec::with_capacity(sent.len());
         for e in sent {
-            match crate::grpc_app::bulk_entry(&e.id, e.ce.as_ref(), e.raw.as_ref(), e.content_type, &e.md) {
-                Ok(entry) => entries.push(entry),
-                Err(why) => return vec![EntryOutcome::Retry(why); ids.len()],
+            match &e.body {
+                EntryBody::Grpc(built) => match built.as_ref() {
+                    Ok(entry) => entries.push(entry.clone()),
+                    Err(why) => return vec![EntryOutcome::Retry(why.clone()); ids.len()],
+                },
+                EntryBody::Json { .. } => {
+                    return vec![EntryOutcome::Retry("internal error: a JSON entry on the gRPC channel".into()); ids.len()];
+                }
             }
         }
         let req = crate::grpc::pb::runtime::TopicEventBulkRequest {
@@ -414,18 +427,22 @@ impl BulkDelivery {
         use crate::cloudevents::write_string;
         let sub = &self.route.sub;
         let mut out = String::from("{\"entries\":[");
-        for (k, e) in entries.iter().enumerate() {
+        let json = entries.iter().filter_map(|e| match &e.body {
+            EntryBody::Json { event, metadata, content_type } => Some((&e.id, event, metadata, content_type)),
+            EntryBody::Grpc(_) => None,
+        });
+        for (k, (id, event, metadata, content_type)) in json.enumerate() {
             if k > 0 {
                 out.push(',');
             }
             out.push_str("{\"entryId\":");
-            write_string(&mut out, &e.id);
+            write_string(&mut out, id);
             out.push_str(",\"event\":");
-            out.push_str(&e.event);
+            out.push_str(event);
             out.push_str(",\"metadata\":");
-            out.push_str(&e.metadata);
+            out.push_str(metadata);
             out.push_str(",\"contentType\":");
-            write_string(&mut out, e.content_type);
+            write_string(&mut out, content_type);
             out.push('}');
         }
         out.push_str("],\"id\":");

@@ -188,12 +188,8 @@ impl rt::dapr_server::Dapr for DaprGrpc {
         let mut items = Vec::with_capacity(r.states.len());
         for s in r.states {
             if s.key.is_empty() {
-                let e = ApiError::new(http::StatusCode::BAD_REQUEST, "ERR_STATE_SAVE", "state key cannot be empty");
-                return Err(Status::with_error_details(
-                    Code::InvalidArgument,
-                    e.message.clone(),
-                    ErrorDetails::with_error_info(e.code, "dapr.io", std::collections::HashMap::new()),
-                ));
+                // kit's Basic(InvalidArgument, ERR_STATE_SAVE): an ErrorInfo with that reason.
+                return Err(err(ApiError::new(http::StatusCode::BAD_REQUEST, "ERR_STATE_SAVE", "state key cannot be empty")));
             }
             let json = s.metadata.get("contentType").is_some_and(|c| c == "application/json");
             let mut i = item(s);
@@ -222,9 +218,9 @@ impl rt::dapr_server::Dapr for DaprGrpc {
         check_size(&req, self.0.cfg.max_body_size)?;
         let r = req.into_inner();
         self.0.store_entry(&r.store_name).map_err(err)?;
-        // As daprd's bulk delete: every item is attempted; one failing stops none, and an
-        // ETag failure among them decides the code.
-        // Every key is checked before any item is deleted, as daprd converts them all first.
+        // As daprd's bulk delete: every key is checked before any item is deleted; then
+        // every item is attempted, one failing stops none, and an ETag failure among them
+        // decides the code.
         if let Some(bad) = r.states.iter().find(|s| s.key.contains("||")) {
             return Err(err(ApiError::malformed(format!("input key/keyPrefix '{}' can't contain '||'", bad.key))));
         }
@@ -232,10 +228,8 @@ impl rt::dapr_server::Dapr for DaprGrpc {
         for s in r.states {
             let etag = s.etag.map(|e| e.value).filter(|e| !e.is_empty());
             let opts = s.options.as_ref();
+            // The store and every key were checked above: what fails here is the delete.
             if let Err(e) = self.0.delete_item(&r.store_name, &s.key, etag, concurrency(opts), consistency(opts)).await {
-                if matches!(e.code, "ERR_STATE_STORE_NOT_FOUND" | "ERR_MALFORMED_REQUEST") {
-                    return Err(err(e));
-                }
                 failed.push(e);
             }
         }
@@ -360,8 +354,7 @@ impl Sidecar {
                 capabilities: crate::api::capabilities(&c.type_).iter().map(|s| s.to_string()).collect(),
             })
             .collect();
-        let mut extended_metadata: std::collections::HashMap<String, String> = self.extended.read().await.clone().into_iter().collect();
-        extended_metadata.insert("daprRuntimeVersion".into(), crate::DAPR_VERSION.into());
+        let extended_metadata = self.extended_metadata().await.into_iter().collect();
         let subscriptions = self
             .subscriptions
             .read()
@@ -390,7 +383,7 @@ impl Sidecar {
         rt::GetMetadataResponse {
             id: self.cfg.app_id.clone(),
             runtime_version: crate::DAPR_VERSION.into(),
-            enabled_features: vec!["HotReload".into(), "WorkflowsRemoteActivityReminder".into()],
+            enabled_features: crate::api::ENABLED_FEATURES.iter().map(|f| f.to_string()).collect(),
             registered_components,
             extended_metadata,
             subscriptions,

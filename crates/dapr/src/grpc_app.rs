@@ -145,7 +145,6 @@ pub fn subscription_from(t: rt::TopicSubscription) -> Subscription {
             if rules.is_empty() && default.is_none() { (Vec::new(), Some(String::new())) } else { (rules, default) }
         }
     };
-    let routes = resources::RoutesSpec { rules: rules.clone(), default: default.clone() };
     let bulk = t.bulk_subscribe.map(|b| resources::BulkSubscribeSpec {
         enabled: b.enabled,
         max_messages_count: b.max_messages_count,
@@ -153,9 +152,9 @@ pub fn subscription_from(t: rt::TopicSubscription) -> Subscription {
     });
     let metadata: BTreeMap<String, String> = t.metadata.into_iter().collect();
     let dlq = (!t.dead_letter_topic.is_empty()).then_some(t.dead_letter_topic);
-    let mut sub = Subscription::new(t.pubsub_name, t.topic, None, Some(routes), metadata, dlq, false).with_bulk(bulk.as_ref());
-    // gRPC subscriptions keep an empty path (the app's handler for the topic), which the
-    // HTTP loader would take for no route.
+    let mut sub = Subscription::new(t.pubsub_name, t.topic, None, None, metadata, dlq, false).with_bulk(bulk.as_ref());
+    // Set here, not through `new`: gRPC subscriptions keep an empty path (the app's
+    // handler for the topic), which the HTTP loader takes for no route.
     sub.rules = rules;
     sub.default_path = default;
     sub
@@ -229,13 +228,8 @@ impl AppChannel {
             }
         };
         use rt::topic_event_response::TopicEventResponseStatus as S;
-        let mut out: Vec<Option<EntryOutcome>> = vec![None; sent.len()];
-        for st in statuses {
-            let Some(i) = sent.iter().position(|id| *id == st.entry_id) else {
-                tracing::warn!(entry_id = %st.entry_id, "invalid entry id received from app while processing pub/sub event");
-                continue;
-            };
-            out[i] = Some(match S::try_from(st.status) {
+        let answers = statuses.into_iter().map(|st| {
+            let outcome = match S::try_from(st.status) {
                 Ok(S::Success) => EntryOutcome::Success,
                 Ok(S::Drop) => EntryOutcome::Drop,
                 Ok(S::Retry) => EntryOutcome::Retry(format!(
@@ -243,15 +237,10 @@ impl AppChannel {
                     st.entry_id
                 )),
                 Err(_) => EntryOutcome::Retry(format!("unknown status returned from app for entry id {}: {}", st.entry_id, st.status)),
-            });
-        }
-        out.into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    EntryOutcome::Retry("response not received, RETRY required while processing bulk subscribe event".into())
-                })
-            })
-            .collect()
+            };
+            (st.entry_id, outcome)
+        });
+        crate::bulk::per_entry(sent, answers, "response not received, RETRY required while processing bulk subscribe event")
     }
 
     /// `OnTopicEvent` with `req` and the delivery's metadata.
