@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 
+use crate::handles::Handles;
+
 /// The label of the store every app has.
 pub const DEFAULT_LABEL: &str = "default";
 /// The default store's file name in the state folder, as Spin's.
 pub const DEFAULT_FILE: &str = "sqlite_key_value.db";
 /// The most bytes one call may hand back, as Spin's host buffer limit.
 pub const MAX_RESULT_BYTES: usize = 128 << 20;
-/// Open stores one instance may hold at once.
-const TABLE_CAPACITY: usize = 256;
 
 /// Why a key-value call failed: the cases of the interface's `error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -402,8 +402,8 @@ fn open_sqlite(path: Option<&std::path::Path>) -> Result<Arc<Mutex<rusqlite::Con
 pub struct KvInstance {
     allowed: Arc<HashSet<String>>,
     stores: Arc<KeyValueStores>,
-    open: Vec<Option<Arc<Backend>>>,
-    cas: Vec<Option<Cas>>,
+    open: Handles<Arc<Backend>>,
+    cas: Handles<Cas>,
 }
 
 /// A `wasi:keyvalue/atomics` cas: the bucket it was made on, its key, and the value
@@ -426,7 +426,7 @@ pub enum SwapFailure {
 impl KvInstance {
     /// An instance of a component allowed the stores `allowed`.
     pub fn new(allowed: Arc<HashSet<String>>, stores: Arc<KeyValueStores>) -> Self {
-        Self { allowed, stores, open: Vec::new(), cas: Vec::new() }
+        Self { allowed, stores, open: Handles::default(), cas: Handles::default() }
     }
 
     /// Opens `label`: the handle of the open store.
@@ -436,27 +436,16 @@ impl KvInstance {
         }
         let store = self.stores.get(label).ok_or(KvError::NoSuchStore)?;
         store.after_open().await?;
-        let slot = match self.open.iter().position(Option::is_none) {
-            Some(i) => i,
-            None if self.open.len() < TABLE_CAPACITY => {
-                self.open.push(None);
-                self.open.len() - 1
-            }
-            None => return Err(KvError::StoreTableFull),
-        };
-        self.open[slot] = Some(store);
-        Ok(slot as u32)
+        self.open.insert(store).ok_or(KvError::StoreTableFull)
     }
 
     /// Closes a handle (the guest dropped it).
     pub fn close(&mut self, handle: u32) {
-        if let Some(s) = self.open.get_mut(handle as usize) {
-            *s = None;
-        }
+        self.open.remove(handle);
     }
 
     fn store(&self, handle: u32) -> anyhow::Result<Arc<Backend>> {
-        self.open.get(handle as usize).and_then(Clone::clone).context("invalid key-value store handle")
+        self.open.get(handle).cloned().context("invalid key-value store handle")
     }
 
     /// The value of `key` in the open store `handle`. The outer error (a handle that was
@@ -493,21 +482,13 @@ impl KvInstance {
     /// A new cas on `key` of bucket `handle`: its handle.
     pub fn new_cas(&mut self, handle: u32, key: &str) -> anyhow::Result<Result<u32, KvError>> {
         self.store(handle)?;
-        let slot = match self.cas.iter().position(Option::is_none) {
-            Some(i) => i,
-            None if self.cas.len() < TABLE_CAPACITY => {
-                self.cas.push(None);
-                self.cas.len() - 1
-            }
-            None => return Ok(Err(KvError::Other("too many compare_and_swaps opened".into()))),
-        };
-        self.cas[slot] = Some(Cas { bucket: handle, key: key.to_string(), read: None });
-        Ok(Ok(slot as u32))
+        let cas = Cas { bucket: handle, key: key.to_string(), read: None };
+        Ok(self.cas.insert(cas).ok_or_else(|| KvError::Other("too many compare_and_swaps opened".into())))
     }
 
     /// The cas's key's value now (what a swap will compare against).
     pub async fn cas_current(&mut self, cas: u32) -> anyhow::Result<Result<Option<Vec<u8>>, KvError>> {
-        let (bucket, key) = match self.cas.get(cas as usize).and_then(Option::as_ref) {
+        let (bucket, key) = match self.cas.get(cas) {
             Some(c) => (c.bucket, c.key.clone()),
             None => anyhow::bail!("invalid compare-and-swap handle"),
         };
@@ -515,7 +496,7 @@ impl KvInstance {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        if let Some(Some(c)) = self.cas.get_mut(cas as usize) {
+        if let Some(c) = self.cas.get_mut(cas) {
             c.read.clone_from(&value);
         }
         Ok(Ok(value))
@@ -524,7 +505,7 @@ impl KvInstance {
     /// Writes `value` if the key still holds what the cas read; the cas is consumed.
     /// When the value changed, a fresh cas on it (already read) comes back.
     pub async fn swap(&mut self, cas: u32, value: Vec<u8>) -> anyhow::Result<Result<(), SwapFailure>> {
-        let Some(c) = self.cas.get_mut(cas as usize).and_then(Option::take) else {
+        let Some(c) = self.cas.remove(cas) else {
             anyhow::bail!("invalid compare-and-swap handle");
         };
         let store = self.store(c.bucket)?;
@@ -546,9 +527,7 @@ impl KvInstance {
 
     /// Drops a cas handle.
     pub fn close_cas(&mut self, cas: u32) {
-        if let Some(c) = self.cas.get_mut(cas as usize) {
-            *c = None;
-        }
+        self.cas.remove(cas);
     }
 }
 
@@ -593,7 +572,7 @@ mod tests {
         let mut i = KvInstance::new(allowed(&["default", "missing"]), stores.clone());
         assert_eq!(KvInstance::new(allowed(&[]), stores).open("default").await, Err(KvError::AccessDenied));
         assert_eq!(i.open("missing").await, Err(KvError::NoSuchStore));
-        for _ in 0..TABLE_CAPACITY {
+        for _ in 0..crate::handles::CAPACITY {
             i.open("default").await.unwrap();
         }
         assert_eq!(i.open("default").await, Err(KvError::StoreTableFull));

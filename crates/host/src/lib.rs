@@ -6,6 +6,7 @@
 //! client, in-process services such as an embedded sidecar). It knows nothing of Dapr.
 
 pub mod engine;
+pub mod handles;
 pub mod key_value;
 pub mod outbound;
 pub mod profile;

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
+use crate::handles::Handles;
+
 /// The label of the database every app has.
 pub const DEFAULT_LABEL: &str = "default";
 /// The default database's file name in the state folder, as Spin's.
 pub const DEFAULT_FILE: &str = "sqlite_db.db";
-/// Connections one instance may hold at once.
-const TABLE_CAPACITY: usize = 256;
 
 /// A SQLite value: the interface's `value`.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,13 +244,13 @@ fn query(c: &rusqlite::Connection, statement: &str, params: Vec<SqlValue>) -> Re
 pub struct SqlInstance {
     allowed: Arc<HashSet<String>>,
     databases: Arc<SqliteDatabases>,
-    open: Vec<Option<Connection>>,
+    open: Handles<Connection>,
 }
 
 impl SqlInstance {
     /// An instance of a component allowed the databases `allowed`.
     pub fn new(allowed: Arc<HashSet<String>>, databases: Arc<SqliteDatabases>) -> Self {
-        Self { allowed, databases, open: Vec::new() }
+        Self { allowed, databases, open: Handles::default() }
     }
 
     /// Opens a new connection to `label`: its handle.
@@ -259,27 +259,16 @@ impl SqlInstance {
             return Err(SqlError::AccessDenied);
         }
         let conn = self.databases.connect(label).await?;
-        let slot = match self.open.iter().position(Option::is_none) {
-            Some(i) => i,
-            None if self.open.len() < TABLE_CAPACITY => {
-                self.open.push(None);
-                self.open.len() - 1
-            }
-            None => return Err(SqlError::Io("too many connections opened".into())),
-        };
-        self.open[slot] = Some(conn);
-        Ok(slot as u32)
+        self.open.insert(conn).ok_or_else(|| SqlError::Io("too many connections opened".into()))
     }
 
     /// Closes a handle (the guest dropped it).
     pub fn close(&mut self, handle: u32) {
-        if let Some(c) = self.open.get_mut(handle as usize) {
-            *c = None;
-        }
+        self.open.remove(handle);
     }
 
     fn conn(&self, handle: u32) -> Result<Connection, SqlError> {
-        self.open.get(handle as usize).and_then(Clone::clone).ok_or(SqlError::InvalidConnection)
+        self.open.get(handle).cloned().ok_or(SqlError::InvalidConnection)
     }
 
     /// Runs `statement` with positional `params` on connection `handle`.
