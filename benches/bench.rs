@@ -584,36 +584,50 @@ impl Seen {
     }
 }
 
-/// An HTTP subscriber app on `port` (topic `bench`, route `/bench`).
-async fn http_subscriber(port: u16) -> Seen {
+/// An HTTP app on `port` in this process: each request's path and body go to `answer`,
+/// whose text is the response body (200).
+async fn serve_app<F, Fut>(port: u16, answer: F)
+where
+    F: Fn(String, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = String> + Send + 'static,
+{
     use hyper::service::service_fn;
-    let seen = Seen::default();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let s = seen.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let s = s.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let s = s.clone();
+                    let answer = answer.clone();
                     async move {
                         let path = req.uri().path().to_string();
                         let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let answer = if path == "/dapr/subscribe" {
-                            r#"[{"pubsubname":"pubsub","topic":"bench","route":"/bench"}]"#.to_string()
-                        } else {
-                            let ce: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                            s.record(&ce["data"]);
-                            r#"{"status":"SUCCESS"}"#.to_string()
-                        };
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer(path, body).await))))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
             });
         }
     });
+}
+
+/// An HTTP subscriber app on `port` (topic `bench`, route `/bench`).
+async fn http_subscriber(port: u16) -> Seen {
+    let seen = Seen::default();
+    let s = seen.clone();
+    serve_app(port, move |path, body| {
+        let s = s.clone();
+        async move {
+            if path == "/dapr/subscribe" {
+                return r#"[{"pubsubname":"pubsub","topic":"bench","route":"/bench"}]"#.to_string();
+            }
+            let ce: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            s.record(&ce["data"]);
+            r#"{"status":"SUCCESS"}"#.to_string()
+        }
+    })
+    .await;
     seen
 }
 
@@ -1082,51 +1096,39 @@ fn rss_mib(pid: u32) -> f64 {
 /// every tenth message (whose retries then end in the dead-letter topic); every message
 /// is recorded by the route that took it.
 async fn soak_subscriber(port: u16) -> Arc<std::sync::Mutex<std::collections::HashMap<&'static str, std::collections::HashSet<u64>>>> {
-    use hyper::service::service_fn;
     let seen: Arc<std::sync::Mutex<std::collections::HashMap<&'static str, std::collections::HashSet<u64>>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let ce: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                        let n = ce["data"]["n"].as_u64().unwrap_or(u64::MAX);
-                        let answer = match path.as_str() {
-                            "/dapr/subscribe" => serde_json::json!([
-                                {"pubsubname": "pubsub", "topic": "slow", "route": "/slow"},
-                                {"pubsubname": "pubsub", "topic": "flaky", "route": "/flaky", "deadLetterTopic": "flaky-dlq"},
-                                {"pubsubname": "pubsub", "topic": "flaky-dlq", "route": "/dlq"},
-                            ]),
-                            "/slow" => {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                s.lock().unwrap().entry("slow").or_default().insert(n);
-                                serde_json::json!({"status": "SUCCESS"})
-                            }
-                            "/flaky" if n.is_multiple_of(10) => serde_json::json!({"status": "RETRY"}),
-                            "/flaky" => {
-                                s.lock().unwrap().entry("flaky").or_default().insert(n);
-                                serde_json::json!({"status": "SUCCESS"})
-                            }
-                            "/dlq" => {
-                                s.lock().unwrap().entry("flaky").or_default().insert(n);
-                                serde_json::json!({"status": "SUCCESS"})
-                            }
-                            _ => serde_json::json!({"status": "DROP"}),
-                        };
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer.to_string()))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-            });
+    serve_app(port, move |path, body| {
+        let s = s.clone();
+        async move {
+            let ce: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let n = ce["data"]["n"].as_u64().unwrap_or(u64::MAX);
+            let answer = match path.as_str() {
+                "/dapr/subscribe" => serde_json::json!([
+                    {"pubsubname": "pubsub", "topic": "slow", "route": "/slow"},
+                    {"pubsubname": "pubsub", "topic": "flaky", "route": "/flaky", "deadLetterTopic": "flaky-dlq"},
+                    {"pubsubname": "pubsub", "topic": "flaky-dlq", "route": "/dlq"},
+                ]),
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    s.lock().unwrap().entry("slow").or_default().insert(n);
+                    serde_json::json!({"status": "SUCCESS"})
+                }
+                "/flaky" if n.is_multiple_of(10) => serde_json::json!({"status": "RETRY"}),
+                "/flaky" => {
+                    s.lock().unwrap().entry("flaky").or_default().insert(n);
+                    serde_json::json!({"status": "SUCCESS"})
+                }
+                "/dlq" => {
+                    s.lock().unwrap().entry("flaky").or_default().insert(n);
+                    serde_json::json!({"status": "SUCCESS"})
+                }
+                _ => serde_json::json!({"status": "DROP"}),
+            };
+            answer.to_string()
         }
-    });
+    })
+    .await;
     seen
 }
 
